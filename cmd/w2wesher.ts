@@ -1,0 +1,108 @@
+#!/usr/bin/env node
+import '../src/polyfill.ts'
+import { Command, Option } from 'commander'
+import { ConfigError, loadConfig, type RawConfig } from '../src/config/config.ts'
+import { generatePsk } from '../src/config/psk.ts'
+import { createLogger } from '../src/log.ts'
+
+// Exit codes: 0 ok, 1 runtime failure, 2 bad configuration (so Restart=on-failure retries
+// only what a retry can fix... and systemd shows the message).
+
+const program = new Command('w2wesher')
+  .description('Self-organising, encrypted full-mesh WireGuard overlay')
+  .showHelpAfterError()
+  .exitOverride(err => { process.exit(err.exitCode === 0 ? 0 : 2) })
+
+program.command('genpsk')
+  .description('print a new network key (swarm.key text) on stdout')
+  .action(() => { process.stdout.write(generatePsk().swarmKey) })
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
+function daemonOptions (cmd: Command): Command {
+  return cmd
+    .option('--config <file>', 'YAML config file (env W2WESHER_CONFIG)')
+    .option('--psk <key>', 'network key (visible in ps; prefer --psk-file or W2WESHER_PSK)')
+    .option('--psk-file <path>', 'file holding the network key')
+    .option('--bootstrap <addr>', 'member to join through: host:port, [v6]:port, dns:port or multiaddr; repeatable, comma-separated', collect)
+    .option('--state-dir <dir>', 'state directory (default /var/lib/w2wesher)')
+    .option('--interface <name>', 'WireGuard interface (default wesh0)')
+    .option('--listen <port|multiaddr>', 'libp2p listen port or multiaddr; repeatable (default 10042)', collect)
+    .option('--wg-port <port>', 'WireGuard UDP port (default 10042)')
+    .option('--overlay-ipv4 <cidr>', 'IPv4 overlay range, e.g. 10.223.0.0/16 (default: IPv6 only)')
+    .option('--mtu <bytes>', 'interface MTU (default 1420)')
+    .option('--name <name>', 'node name shown to others (default: hostname)')
+    .option('--persistent-keepalive <seconds>', 'WireGuard PersistentKeepalive, 0 = off (default 25)')
+    .option('--wireguard-go <path>', 'userspace WireGuard binary when the kernel has none')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']))
+}
+
+interface DaemonFlags {
+  config?: string
+  psk?: string
+  pskFile?: string
+  bootstrap?: string[]
+  stateDir?: string
+  interface?: string
+  listen?: string[]
+  wgPort?: string
+  overlayIpv4?: string
+  mtu?: string
+  name?: string
+  persistentKeepalive?: string
+  wireguardGo?: string
+  logLevel?: string
+}
+
+async function runDaemon (flags: DaemonFlags): Promise<void> {
+  const { config: file, ...rest } = flags
+  let config
+  try {
+    config = await loadConfig({ flags: rest as RawConfig, env: process.env, file: file ?? process.env.W2WESHER_CONFIG })
+  } catch (err) {
+    if (err instanceof ConfigError) fail(2, err.message)
+    throw err
+  }
+  const log = createLogger(config.logLevel)
+  // Loaded lazily: genpsk and config errors should not pay for importing libp2p.
+  const { startDaemon } = await import('../src/daemon.ts')
+  let daemon
+  try {
+    daemon = await startDaemon({ config, log })
+  } catch (err) {
+    log.fatal({ err: String(err) }, 'cannot start')
+    fail(1, (err as Error).message)
+  }
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'stopping; the WireGuard interface stays up')
+    const force = setTimeout(() => process.exit(0), 5000)
+    force.unref()
+    daemon.stop().then(() => process.exit(0), () => process.exit(0))
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  // Network input must never take the daemon down: log and carry on.
+  process.on('uncaughtException', err => log.error({ err: String(err), stack: err.stack }, 'uncaught exception (ignored)'))
+  process.on('unhandledRejection', err => log.error({ err: String(err) }, 'unhandled rejection (ignored)'))
+}
+
+daemonOptions(program.command('join'))
+  .description('run the daemon in the foreground; with no --bootstrap this node starts a new mesh')
+  .action(runDaemon)
+
+daemonOptions(program.command('up'))
+  .description('run the daemon with everything from one YAML file (--config FILE)')
+  .action(async (flags: DaemonFlags) => {
+    if (flags.config === undefined && process.env.W2WESHER_CONFIG === undefined) fail(2, 'up needs --config FILE (or W2WESHER_CONFIG)')
+    await runDaemon(flags)
+  })
+
+function fail (code: number, message: string): never {
+  process.stderr.write(`w2wesher: ${message}\n`)
+  process.exit(code)
+}
+
+await program.parseAsync(process.argv)

@@ -1,0 +1,178 @@
+import { readFile } from 'node:fs/promises'
+import { hostname } from 'node:os'
+import { z } from 'zod'
+import { parse as parseYaml } from 'yaml'
+import { parsePsk, type Psk } from './psk.ts'
+import { DEFAULT_PORT, parseBootstrap, parseListen } from './addresses.ts'
+import { ipv4Range, type OverlayRange } from '../membership/ipam.ts'
+
+// Configuration comes from flags > environment > YAML file > defaults. Every value is
+// validated once here; an error names the field and every place it can be set.
+
+export class ConfigError extends Error {
+  constructor (readonly field: string, message: string) {
+    super(message)
+  }
+}
+
+/** The fields, with the flag, environment variable and YAML key that set each. */
+const FIELDS = {
+  psk: { flag: '--psk', env: 'W2WESHER_PSK' },
+  pskFile: { flag: '--psk-file', env: 'W2WESHER_PSK_FILE' },
+  bootstrap: { flag: '--bootstrap', env: 'W2WESHER_BOOTSTRAP' },
+  stateDir: { flag: '--state-dir', env: 'W2WESHER_STATE_DIR' },
+  interface: { flag: '--interface', env: 'W2WESHER_INTERFACE' },
+  listen: { flag: '--listen', env: 'W2WESHER_LISTEN' },
+  wgPort: { flag: '--wg-port', env: 'W2WESHER_WG_PORT' },
+  overlayIpv4: { flag: '--overlay-ipv4', env: 'W2WESHER_OVERLAY_IPV4' },
+  mtu: { flag: '--mtu', env: 'W2WESHER_MTU' },
+  name: { flag: '--name', env: 'W2WESHER_NAME' },
+  persistentKeepalive: { flag: '--persistent-keepalive', env: 'W2WESHER_PERSISTENT_KEEPALIVE' },
+  wireguardGo: { flag: '--wireguard-go', env: 'W2WESHER_WIREGUARD_GO' },
+  logLevel: { flag: '--log-level', env: 'W2WESHER_LOG_LEVEL' }
+} as const
+
+export type Field = keyof typeof FIELDS
+export type RawConfig = Partial<Record<Field, unknown>>
+
+export interface Config {
+  psk: Psk
+  bootstrap: string[]
+  stateDir: string
+  interface: string
+  listen: string[]
+  wgPort: number
+  overlayIpv4?: OverlayRange
+  mtu: number
+  name: string
+  persistentKeepalive: number
+  wireguardGo: string
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error'
+}
+
+const list = z.preprocess(
+  v => typeof v === 'string' ? v.split(',') : typeof v === 'number' ? [v] : Array.isArray(v) ? v.flatMap(x => typeof x === 'string' ? x.split(',') : [x]) : v,
+  z.array(z.union([z.string(), z.number()])).transform(a => a.map(x => String(x).trim()).filter(x => x !== ''))
+)
+const int = (min: number, max: number): z.ZodType<number> => z.preprocess(
+  v => typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v,
+  z.number({ error: 'must be a whole number' }).int('must be a whole number').min(min, `must be at least ${min}`).max(max, `must be at most ${max}`)
+) as z.ZodType<number>
+
+const schema = z.object({
+  psk: z.string().optional(),
+  pskFile: z.string().min(1).optional(),
+  bootstrap: list.default([]),
+  stateDir: z.string().min(1).default('/var/lib/w2wesher'),
+  interface: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be 1-15 characters of letters, digits, "_", "." or "-"').default('wesh0'),
+  listen: list.default([]),
+  wgPort: int(1, 65535).default(DEFAULT_PORT),
+  overlayIpv4: z.string().optional(),
+  mtu: int(1280, 9000).default(1420),
+  name: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/, 'must be a hostname label (letters, digits, ".", "_", "-")').optional(),
+  persistentKeepalive: int(0, 65535).default(25),
+  wireguardGo: z.string().min(1).default('wireguard-go'),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info')
+}).strict()
+
+export interface ConfigSources {
+  flags: RawConfig
+  env: Record<string, string | undefined>
+  /** YAML file path (from --config / W2WESHER_CONFIG) */
+  file?: string
+}
+
+export async function loadConfig (sources: ConfigSources): Promise<Config> {
+  const fromFile = sources.file === undefined ? {} : await readYaml(sources.file)
+  const fromEnv: RawConfig = {}
+  for (const [field, where] of Object.entries(FIELDS) as Array<[Field, typeof FIELDS[Field]]>) {
+    const value = sources.env[where.env]
+    if (value !== undefined && value !== '') fromEnv[field] = value
+  }
+  const flags = Object.fromEntries(Object.entries(sources.flags).filter(([, v]) => v !== undefined))
+  return await resolveConfig({ ...fromFile, ...fromEnv, ...flags })
+}
+
+/** Validate merged raw values into a Config. */
+export async function resolveConfig (raw: Record<string, unknown>): Promise<Config> {
+  const parsed = schema.safeParse(raw)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    if (issue.code === 'unrecognized_keys') {
+      const key = issue.keys[0] ?? ''
+      throw new ConfigError(key, `unknown config key "${key}" (see config.example.yaml for the valid keys)`)
+    }
+    const field = String(issue.path[0] ?? '') as Field
+    throw fieldError(field, issue.message, raw[field])
+  }
+  const c = parsed.data
+  if (c.psk !== undefined && c.pskFile !== undefined) throw new ConfigError('psk', 'give either psk (--psk, W2WESHER_PSK) or pskFile (--psk-file, W2WESHER_PSK_FILE), not both')
+  let pskText = c.psk
+  if (c.pskFile !== undefined) {
+    try {
+      pskText = await readFile(c.pskFile, 'utf8')
+    } catch (err) {
+      throw fieldError('pskFile', `cannot read "${c.pskFile}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    }
+  }
+  if (pskText === undefined) throw new ConfigError('psk', 'no network key: pass --psk-file PATH (or --psk KEY, W2WESHER_PSK, psk/pskFile in YAML); make one with "w2wesher genpsk"')
+  const psk = attempt(c.pskFile !== undefined ? 'pskFile' : 'psk', () => parsePsk(pskText))
+  const bootstrap = c.bootstrap.map(b => attempt('bootstrap', () => parseBootstrap(b).toString()))
+  const listen = c.listen.length === 0 ? parseListen(DEFAULT_PORT) : c.listen.flatMap(l => attempt('listen', () => parseListen(l)))
+  const overlayIpv4 = c.overlayIpv4 === undefined || c.overlayIpv4 === '' || c.overlayIpv4 === 'off'
+    ? undefined
+    : attempt('overlayIpv4', () => ipv4Range(c.overlayIpv4!))
+  return {
+    psk,
+    bootstrap,
+    stateDir: c.stateDir,
+    interface: c.interface,
+    listen,
+    wgPort: c.wgPort,
+    overlayIpv4,
+    mtu: c.mtu,
+    name: c.name ?? sanitizeName(hostname()),
+    persistentKeepalive: c.persistentKeepalive,
+    wireguardGo: c.wireguardGo,
+    logLevel: c.logLevel
+  }
+}
+
+async function readYaml (path: string): Promise<RawConfig> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError('config', `cannot read config file "${path}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  let data: unknown
+  try {
+    data = parseYaml(text)
+  } catch (err) {
+    throw new ConfigError('config', `config file "${path}" is not valid YAML: ${(err as Error).message.split('\n')[0]}`)
+  }
+  if (data === null || data === undefined) return {}
+  if (typeof data !== 'object' || Array.isArray(data)) throw new ConfigError('config', `config file "${path}" must be a YAML mapping of keys to values`)
+  return data as RawConfig
+}
+
+function attempt<T> (field: Field, fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    if (err instanceof ConfigError) throw err
+    throw fieldError(field, (err as Error).message)
+  }
+}
+
+function fieldError (field: Field, message: string, value?: unknown): ConfigError {
+  const where = FIELDS[field]
+  const shown = value === undefined || field === 'psk' ? '' : ` (got ${JSON.stringify(value)})`
+  const fix = where === undefined ? '' : `; set it with ${where.flag}, ${where.env} or "${field}" in the YAML file`
+  return new ConfigError(field, `invalid ${field}: ${message}${shown}${fix}`)
+}
+
+function sanitizeName (host: string): string {
+  const name = host.split('.')[0]!.replace(/[^A-Za-z0-9_-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 63)
+  return name === '' ? 'node' : name
+}

@@ -1,0 +1,52 @@
+import { randomBytes, createHash } from 'node:crypto'
+
+/** The network pre-shared key: 32 bytes that gate the libp2p transport (pnet). */
+export interface Psk {
+  bytes: Uint8Array
+  /** canonical swarm.key text, the form @libp2p/pnet reads */
+  swarmKey: string
+}
+
+const HEADER = '/key/swarm/psk/1.0.0/'
+
+export function pskFromBytes (bytes: Uint8Array): Psk {
+  if (bytes.length !== 32) throw new Error(`psk must be 32 bytes, got ${bytes.length}`)
+  const hex = Buffer.from(bytes).toString('hex')
+  return { bytes: Uint8Array.from(bytes), swarmKey: `${HEADER}\n/base16/\n${hex}\n` }
+}
+
+export function generatePsk (): Psk {
+  return pskFromBytes(randomBytes(32))
+}
+
+/**
+ * Accepts the swarm.key text, bare 64-hex, or base64 of 32 bytes (the Go w2wesher format).
+ * Errors never echo the key itself.
+ */
+export function parsePsk (input: string): Psk {
+  const text = input.trim()
+  const lines = text.split(/\r?\n/).map(l => l.trim()).filter(l => l !== '')
+  if (lines[0] === HEADER) {
+    if (lines[1] !== '/base16/') throw new Error('only the /base16/ swarm.key encoding is supported')
+    return pskFromHex(lines[2] ?? '')
+  }
+  if (lines.length !== 1) throw new Error('expected a swarm.key file, 64 hex characters or base64 of 32 bytes')
+  if (/^[0-9a-fA-F]+$/.test(text) && text.length === 64) return pskFromHex(text)
+  if (/^[A-Za-z0-9+/]+={0,2}$/.test(text) && text.length % 4 === 0) {
+    const bytes = Buffer.from(text, 'base64')
+    if (bytes.length === 32) return pskFromBytes(bytes)
+    throw new Error(`base64 key decodes to ${bytes.length} bytes, need 32 (generate one with "w2wesher genpsk")`)
+  }
+  if (/^[0-9a-fA-F]+$/.test(text)) throw new Error(`hex key has ${text.length} characters, need 64 (generate one with "w2wesher genpsk")`)
+  throw new Error('expected a swarm.key file, 64 hex characters or base64 of 32 bytes (generate one with "w2wesher genpsk")')
+}
+
+function pskFromHex (hex: string): Psk {
+  if (!/^[0-9a-fA-F]{64}$/.test(hex)) throw new Error(`hex key must be 64 hex characters, got ${hex.length}`)
+  return pskFromBytes(Buffer.from(hex, 'hex'))
+}
+
+/** A stable, non-reversible label derived from the PSK: used for the ULA prefix and log hints. */
+export function pskDerive (psk: Psk, label: string, length: number): Buffer {
+  return createHash('sha256').update(`w2wesher/${label}/`).update(psk.bytes).digest().subarray(0, length)
+}

@@ -1,0 +1,204 @@
+import { networkInterfaces } from 'node:os'
+import { isIPv4 } from 'node:net'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Config } from './config/config.ts'
+import { pskDerive } from './config/psk.ts'
+import { loadIdentity, type Identity } from './identity/identity.ts'
+import { createHost, ipOf, type Host } from './p2p/host.ts'
+import { createKeeper, type Keeper } from './p2p/keeper.ts'
+import { startGossip, type Gossip } from './gossip/gossip.ts'
+import { signRecord, RECORD_VERSION, type NodeRecord, type RecordClaim } from './gossip/record.ts'
+import { Membership } from './membership/table.ts'
+import { chooseClaim, inRange, ula64, type Claim, type OverlayRange } from './membership/ipam.ts'
+import { createReconciler, type Reconciler } from './reconciler/reconciler.ts'
+import { desiredPeers, formatEndpoint } from './reconciler/desired.ts'
+import type { WgDriver, WgInterfaceConfig } from './wireguard/driver.ts'
+import { createSystemDriver } from './wireguard/system.ts'
+import type { Logger } from './log.ts'
+
+// Wires the data flow together: config → identity → p2p host → gossip → membership →
+// reconciler → WireGuard driver. Each arrow is one of the calls below; nothing else talks
+// across layers.
+
+export interface DaemonOptions {
+  config: Config
+  log: Logger
+  /** defaults to the real system driver; tests and benchmarks pass the in-memory twin */
+  driver?: WgDriver
+}
+
+export interface Daemon {
+  identity: Identity
+  host: Host
+  membership: Membership
+  gossip: Gossip
+  reconciler: Reconciler
+  ranges: { ipv6: OverlayRange, ipv4?: OverlayRange }
+  /** Stop networking; the WireGuard interface and its peers stay up (seamless restarts). */
+  stop: () => Promise<void>
+}
+
+export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
+  const { config, log } = opts
+  const identity = await loadIdentity(config.stateDir)
+  const self = identity.peerId
+  if (identity.created) log.info({ peerId: self, stateDir: config.stateDir }, 'created a new node identity')
+  const ranges = { ipv6: ula64(pskDerive(config.psk, 'ula', 7)), ipv4: config.overlayIpv4 }
+  const isOverlayAddress = (ip: string): boolean => inRange(ranges.ipv6, ip) || (ranges.ipv4 !== undefined && inRange(ranges.ipv4, ip))
+  const driver = opts.driver ?? createSystemDriver({
+    wireguardGo: config.wireguardGo,
+    log: (level, msg, fields) => log[level](fields ?? {}, msg)
+  })
+  const membership = new Membership({ self, selfWgPublicKey: identity.wgPublicKey, ipv6Range: ranges.ipv6, ipv4Range: ranges.ipv4 })
+
+  const now = Date.now()
+  const claims: { ipv6: Claim, ipv4?: Claim } = {
+    ipv6: chooseClaim(ranges.ipv6, self, undefined, [], now),
+    ipv4: ranges.ipv4 === undefined ? undefined : chooseClaim(ranges.ipv4, self, undefined, [], now)
+  }
+  log.info({ peerId: self, name: config.name, ipv6: claims.ipv6.address, ipv4: claims.ipv4?.address, interface: config.interface }, 'overlay addresses')
+
+  const ifaceConfig = (): WgInterfaceConfig => ({
+    name: config.interface,
+    privateKey: identity.wgPrivateKey,
+    listenPort: config.wgPort,
+    mtu: config.mtu,
+    addresses: [
+      `${claims.ipv6.address}/${ranges.ipv6.prefixLength}`,
+      ...(claims.ipv4 !== undefined && ranges.ipv4 !== undefined ? [`${claims.ipv4.address}/${ranges.ipv4.prefixLength}`] : [])
+    ]
+  })
+
+  const host = await createHost({ privateKey: identity.libp2pKey, psk: config.psk, listen: config.listen, isOverlayAddress })
+
+  const connectedHost = (peerId: string): string | undefined => {
+    for (const connection of host.getConnections(peerIdFromString(peerId))) {
+      const ip = ipOf(connection.remoteAddr)
+      if (ip !== undefined && !isOverlayAddress(ip)) return ip
+    }
+    return undefined
+  }
+
+  const reconciler = createReconciler({
+    driver,
+    log,
+    iface: ifaceConfig,
+    desired: () => desiredPeers({
+      members: membership.members().map(e => e.record),
+      owners: { 4: membership.owners(4), 6: membership.owners(6) },
+      connectedHost,
+      persistentKeepalive: config.persistentKeepalive
+    })
+  })
+
+  let seq = 0
+  const buildRecord = (): NodeRecord => {
+    seq = Math.max(seq + 1, Date.now())
+    const toClaim = (c: Claim): RecordClaim => ({ address: c.address, counter: c.counter, since: c.since })
+    return {
+      v: RECORD_VERSION,
+      peerId: self,
+      name: config.name,
+      wgPublicKey: identity.wgPublicKey,
+      ...(claims.ipv4 !== undefined ? { ipv4: toClaim(claims.ipv4) } : {}),
+      ipv6: toClaim(claims.ipv6),
+      wgPort: config.wgPort,
+      endpoints: localEndpoints(config.wgPort, isOverlayAddress),
+      addrs: host.getMultiaddrs().map(ma => ma.decapsulateCode(421).toString()).slice(0, 16),
+      routes: [],
+      seq,
+      issuedAt: Date.now()
+    }
+  }
+
+  let gossip: Gossip | undefined
+  let lastContent = ''
+  /** Sign and publish our record, unless nothing but seq and time would change. */
+  const announce = async (): Promise<void> => {
+    const record = buildRecord()
+    const content = JSON.stringify({ ...record, seq: 0, issuedAt: 0 })
+    if (content === lastContent) return
+    lastContent = content
+    const signed = await signRecord(record, identity.libp2pKey)
+    membership.setSelf(signed)
+    await gossip?.publish(signed.envelope)
+  }
+
+  // Our own claims follow the deterministic collision rules: keep while we win, else move on.
+  const reviewClaims = (): boolean => {
+    let changed = false
+    const next6 = chooseClaim(ranges.ipv6, self, claims.ipv6, membership.claims(6), Date.now())
+    if (next6 !== claims.ipv6) { claims.ipv6 = next6; changed = true }
+    if (ranges.ipv4 !== undefined && claims.ipv4 !== undefined) {
+      const next4 = chooseClaim(ranges.ipv4, self, claims.ipv4, membership.claims(4), Date.now())
+      if (next4 !== claims.ipv4) { claims.ipv4 = next4; changed = true }
+    }
+    if (changed) log.warn({ ipv6: claims.ipv6.address, ipv4: claims.ipv4?.address }, 'address collision lost: moved to the next overlay address')
+    return changed
+  }
+
+  let keeper: Keeper | undefined
+  const known = new Set<string>()
+  const onMembershipChange = (): void => {
+    const members = membership.members()
+    for (const { record } of members) {
+      if (!known.has(record.peerId)) {
+        known.add(record.peerId)
+        log.info({ peer: record.peerId, name: record.name, ipv6: record.ipv6.address, ipv4: record.ipv4?.address }, 'member joined')
+      }
+    }
+    for (const peerId of known) {
+      if (membership.get(peerId)?.record.leaving === true) { known.delete(peerId); log.info({ peer: peerId }, 'member left') }
+    }
+    keeper?.setTargets(new Map(members.map(e => [e.record.peerId, e.record.addrs])))
+    if (reviewClaims()) void announce()
+    reconciler.schedule()
+  }
+  membership.onChange(onMembershipChange)
+
+  // Bring the interface up with our addresses before any network contact.
+  await reconciler.runNow()
+  log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
+
+  await host.start()
+  log.info({ listen: host.getMultiaddrs().map(String) }, 'libp2p listening')
+  await announce()
+  gossip = await startGossip({
+    host,
+    log,
+    accept: async (envelope, author) => await membership.acceptEnvelope(envelope, author),
+    snapshot: () => membership.all().map(e => e.envelope)
+  })
+  keeper = createKeeper({ host, self, bootstrap: config.bootstrap, log })
+  onMembershipChange()
+  host.addEventListener('peer:connect', () => reconciler.schedule())
+  host.addEventListener('self:peer:update', () => { void announce() })
+
+  return {
+    identity,
+    host,
+    membership,
+    gossip,
+    reconciler,
+    ranges,
+    async stop () {
+      keeper?.stop()
+      reconciler.stop()
+      await gossip?.stop()
+      await host.stop()
+    }
+  }
+}
+
+/** Candidate WireGuard endpoints: our non-loopback, non-overlay interface addresses. */
+function localEndpoints (wgPort: number, isOverlayAddress: (ip: string) => boolean): string[] {
+  const out: string[] = []
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) {
+      if (a.internal || isOverlayAddress(a.address)) continue
+      if (!isIPv4(a.address) && a.address.toLowerCase().startsWith('fe80:')) continue
+      out.push(formatEndpoint(a.address, wgPort))
+    }
+  }
+  return out.slice(0, 16)
+}

@@ -1,0 +1,98 @@
+import { z } from 'zod'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PrivateKey } from '@libp2p/interface'
+import { MAX_COUNTER } from '../membership/ipam.ts'
+
+// A node record is self-certifying: it names its author's peer id and is signed with that
+// peer's libp2p key, so it stays verifiable however it travels (gossip, sync, state dump).
+// Wire form ("envelope"): the record's JSON bytes followed by a 64-byte Ed25519 signature
+// over DOMAIN || those bytes. The signature covers the exact bytes, so no canonical JSON
+// is needed, and fields added by newer versions survive relaying untouched.
+
+export const RECORD_VERSION = 1
+export const MAX_ENVELOPE_BYTES = 4096
+const SIGNATURE_BYTES = 64
+const DOMAIN = new TextEncoder().encode('w2wesher/record/v1:')
+
+const claimSchema = z.object({
+  address: z.string().max(64),
+  counter: z.number().int().min(0).max(MAX_COUNTER),
+  since: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
+})
+
+const endpointText = z.string().max(64).regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}$/, 'endpoint must be IP:PORT or [IPv6]:PORT')
+
+export const recordSchema = z.object({
+  v: z.number().int().min(RECORD_VERSION),
+  peerId: z.string().min(1).max(128),
+  name: z.string().max(63).regex(/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$|^$/, 'name must be a hostname label'),
+  wgPublicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'wgPublicKey must be a base64 WireGuard key'),
+  ipv4: claimSchema.optional(),
+  ipv6: claimSchema,
+  wgPort: z.number().int().min(1).max(65535),
+  endpoints: z.array(endpointText).max(16),
+  addrs: z.array(z.string().max(256)).max(16),
+  routes: z.array(z.string().max(64)).max(64),
+  seq: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  issuedAt: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  leaving: z.boolean().optional()
+})
+
+export type NodeRecord = z.infer<typeof recordSchema>
+export type RecordClaim = z.infer<typeof claimSchema>
+
+export interface SignedRecord {
+  record: NodeRecord
+  /** the exact bytes as signed and sent */
+  envelope: Uint8Array
+}
+
+export class RecordError extends Error {
+  constructor (readonly reason: 'oversize' | 'malformed' | 'bad-signature', message: string) {
+    super(message)
+  }
+}
+
+export async function signRecord (record: NodeRecord, key: PrivateKey): Promise<SignedRecord> {
+  const body = new TextEncoder().encode(JSON.stringify(record))
+  const signature = await key.sign(concat(DOMAIN, body))
+  const envelope = concat(body, signature)
+  if (envelope.length > MAX_ENVELOPE_BYTES) throw new Error(`own record is ${envelope.length} bytes, over the ${MAX_ENVELOPE_BYTES}-byte limit (too many endpoints or routes)`)
+  return { record, envelope }
+}
+
+/** Decode and verify an envelope from anywhere. Throws RecordError, never anything else. */
+export async function openRecord (envelope: Uint8Array): Promise<SignedRecord> {
+  if (envelope.length > MAX_ENVELOPE_BYTES) throw new RecordError('oversize', `record is ${envelope.length} bytes, limit ${MAX_ENVELOPE_BYTES}`)
+  if (envelope.length <= SIGNATURE_BYTES) throw new RecordError('malformed', 'record too short')
+  const body = envelope.subarray(0, envelope.length - SIGNATURE_BYTES)
+  const signature = envelope.subarray(envelope.length - SIGNATURE_BYTES)
+  let json: unknown
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body))
+  } catch {
+    throw new RecordError('malformed', 'record is not UTF-8 JSON')
+  }
+  const parsed = recordSchema.safeParse(json)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]
+    throw new RecordError('malformed', `record field ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`)
+  }
+  let valid = false
+  try {
+    const publicKey = peerIdFromString(parsed.data.peerId).publicKey
+    if (publicKey?.type !== 'Ed25519') throw new Error('not an Ed25519 peer id')
+    valid = await publicKey.verify(concat(DOMAIN, body), signature)
+  } catch {
+    throw new RecordError('malformed', 'record peerId is not an Ed25519 peer id')
+  }
+  if (!valid) throw new RecordError('bad-signature', `signature does not match peer ${parsed.data.peerId}`)
+  return { record: parsed.data, envelope: Uint8Array.from(envelope) }
+}
+
+function concat (a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length)
+  out.set(a, 0)
+  out.set(b, a.length)
+  return out
+}

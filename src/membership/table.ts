@@ -1,0 +1,154 @@
+import { openRecord, RecordError, type NodeRecord, type SignedRecord } from '../gossip/record.ts'
+import { claimDerives, inRange, parseCidr, resolveClaims, type Claim, type OverlayRange } from './ipam.ts'
+
+// The table of verified records. Everything that arrives from the network passes accept();
+// whatever it rejects never reaches the reconciler.
+
+export type RejectReason =
+  | 'oversize' | 'malformed' | 'bad-signature' // from decoding
+  | 'wrong-author' // relayed under somebody else's gossip signature
+  | 'duplicate' // exactly the record we hold (harmless: it came by another path)
+  | 'stale' // older than what we hold, or the same seq with other content (replays land here)
+  | 'self' // a record about us that we did not just make
+  | 'bad-claim' // an overlay address that does not derive from the author's peer id
+  | 'key-taken' // a WireGuard key another member already uses
+
+export type AcceptResult =
+  | { accepted: true, record: NodeRecord }
+  | { accepted: false, reason: RejectReason, detail: string, record?: NodeRecord }
+
+export interface Entry {
+  record: NodeRecord
+  envelope: Uint8Array
+  receivedAt: number
+}
+
+export interface MembershipOptions {
+  self: string
+  selfWgPublicKey: string
+  ipv6Range: OverlayRange
+  ipv4Range?: OverlayRange
+  now?: () => number
+}
+
+export class Membership {
+  private readonly entries = new Map<string, Entry>()
+  private readonly listeners = new Set<() => void>()
+  private readonly now: () => number
+
+  constructor (private readonly opts: MembershipOptions) {
+    this.now = opts.now ?? Date.now
+  }
+
+  /** Decode, verify and accept an envelope from the network. Never throws. */
+  async acceptEnvelope (envelope: Uint8Array, author?: string): Promise<AcceptResult> {
+    let signed: SignedRecord
+    try {
+      signed = await openRecord(envelope)
+    } catch (err) {
+      if (err instanceof RecordError) return { accepted: false, reason: err.reason, detail: err.message }
+      return { accepted: false, reason: 'malformed', detail: String(err) }
+    }
+    return this.accept(signed, author)
+  }
+
+  /** Accept an already verified record. */
+  accept (signed: SignedRecord, author?: string): AcceptResult {
+    const { record } = signed
+    const reject = (reason: RejectReason, detail: string): AcceptResult => ({ accepted: false, reason, detail, record })
+    if (author !== undefined && author !== record.peerId) return reject('wrong-author', `record of ${record.peerId} relayed by ${author}`)
+    if (record.peerId === this.opts.self) return reject('self', 'record about ourselves')
+    const current = this.entries.get(record.peerId)
+    if (current !== undefined && record.seq <= current.record.seq) {
+      if (record.seq === current.record.seq && sameBytes(signed.envelope, current.envelope)) return reject('duplicate', 'already held')
+      return reject('stale', `seq ${record.seq} is not newer than ${current.record.seq}`)
+    }
+    if (record.leaving !== true) {
+      const claimProblem = this.checkClaims(record)
+      if (claimProblem !== undefined) return reject('bad-claim', claimProblem)
+      if (record.wgPublicKey === this.opts.selfWgPublicKey) return reject('key-taken', 'uses our own WireGuard key')
+      for (const other of this.live()) {
+        if (other.record.peerId !== record.peerId && other.record.wgPublicKey === record.wgPublicKey) {
+          return reject('key-taken', `WireGuard key already used by ${other.record.peerId}`)
+        }
+      }
+      for (const route of record.routes) {
+        try { parseCidr(route) } catch { return reject('malformed', `route "${route}" is not a CIDR`) }
+      }
+    }
+    this.entries.set(record.peerId, { record, envelope: signed.envelope, receivedAt: this.now() })
+    this.emit()
+    return { accepted: true, record }
+  }
+
+  /** Our own record: always replaces the previous one, never validated against ourselves. */
+  setSelf (signed: SignedRecord): void {
+    this.entries.set(signed.record.peerId, { record: signed.record, envelope: signed.envelope, receivedAt: this.now() })
+    this.emit()
+  }
+
+  get (peerId: string): Entry | undefined {
+    return this.entries.get(peerId)
+  }
+
+  /** Live members other than us. */
+  members (): Entry[] {
+    return this.live().filter(e => e.record.peerId !== this.opts.self)
+  }
+
+  /** Everything we would hand a late joiner: us, members and tombstones. */
+  all (): Entry[] {
+    return [...this.entries.values()]
+  }
+
+  /** Live claims in one family, ours included. IPv4 claims outside our range are ignored. */
+  claims (family: 4 | 6): Claim[] {
+    const claims: Claim[] = []
+    for (const { record } of this.live()) {
+      const claim = family === 6 ? record.ipv6 : record.ipv4
+      if (claim === undefined) continue
+      if (family === 4 && (this.opts.ipv4Range === undefined || !inRange(this.opts.ipv4Range, claim.address))) continue
+      claims.push({ peerId: record.peerId, ...claim })
+    }
+    return claims
+  }
+
+  /** address → winning claim, the same on every node that holds the same records. */
+  owners (family: 4 | 6): Map<string, Claim> {
+    return resolveClaims(this.claims(family))
+  }
+
+  onChange (listener: () => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  private live (): Entry[] {
+    return [...this.entries.values()].filter(e => e.record.leaving !== true)
+  }
+
+  private checkClaims (record: NodeRecord): string | undefined {
+    const { ipv6Range, ipv4Range } = this.opts
+    if (!claimDerives(ipv6Range, record.peerId, record.ipv6.address, record.ipv6.counter)) {
+      return `ipv6 ${record.ipv6.address} is not this peer's address in ${ipv6Range.cidr}`
+    }
+    // An IPv4 claim in another range is a configuration mismatch, not an attack: it is ignored
+    // (claims() skips it); inside our range it must derive from the peer id.
+    const v4 = record.ipv4
+    if (v4 !== undefined && ipv4Range !== undefined && inRange(ipv4Range, v4.address) &&
+      !claimDerives(ipv4Range, record.peerId, v4.address, v4.counter)) {
+      return `ipv4 ${v4.address} is not this peer's address in ${ipv4Range.cidr}`
+    }
+    return undefined
+  }
+
+  private emit (): void {
+    for (const listener of this.listeners) {
+      try { listener() } catch { /* a listener's failure must not break acceptance */ }
+    }
+  }
+}
+
+function sameBytes (a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(a, b) === 0
+}

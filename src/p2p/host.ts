@@ -1,0 +1,77 @@
+import '../polyfill.ts'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@libp2p/noise'
+import { yamux } from '@libp2p/yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { gossipsub } from '@libp2p/gossipsub'
+import { preSharedKey } from '@libp2p/pnet'
+import type { PrivateKey } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import type { Psk } from '../config/psk.ts'
+
+// The libp2p stack: TCP, gated by the network PSK (pnet), then Noise and yamux. Gossipsub
+// carries record changes; identify tells each side the address the other sees.
+
+export interface HostOptions {
+  privateKey: PrivateKey
+  psk: Psk
+  listen: string[]
+  /** addresses we must never announce or dial: overlay ranges (we would route over our own tunnel) */
+  isOverlayAddress: (ip: string) => boolean
+}
+
+export type Host = Awaited<ReturnType<typeof createHost>>
+
+export async function createHost (opts: HostOptions) {
+  const usable = (ma: Multiaddr): boolean => {
+    const ip = ipOf(ma)
+    return ip === undefined || !(isLoopbackOrLinkLocal(ip) || opts.isOverlayAddress(ip))
+  }
+  return await createLibp2p({
+    privateKey: opts.privateKey,
+    addresses: { listen: opts.listen, announceFilter: addrs => addrs.filter(usable) },
+    transports: [tcp()],
+    connectionProtector: preSharedKey({ psk: new TextEncoder().encode(opts.psk.swarmKey) }),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionGater: {
+      // never reach a member through the overlay itself
+      denyDialMultiaddr: ma => !usable(ma)
+    },
+    connectionManager: {
+      // many members can sit behind one IP (NAT, tests): the default 5/s per host throttles joins
+      inboundConnectionThreshold: 100,
+      maxIncomingPendingConnections: 100
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        floodPublish: true
+      })
+    }
+  })
+}
+
+
+export function ipOf (ma: Multiaddr): string | undefined {
+  const c = ma.getComponents()[0]
+  return c !== undefined && (c.name === 'ip4' || c.name === 'ip6') ? c.value : undefined
+}
+
+function isLoopbackOrLinkLocal (ip: string): boolean {
+  return ip.startsWith('127.') || ip === '::1' || ip.toLowerCase().startsWith('fe80:') || ip.startsWith('169.254.')
+}
+
+/** host and TCP port of a multiaddr such as /ip4/1.2.3.4/tcp/10042 or /dns/x/tcp/10042 */
+export function tcpTarget (ma: Multiaddr): { host: string, port: number } | undefined {
+  const components = ma.getComponents()
+  const host = components[0]
+  const port = components.find(c => c.name === 'tcp')?.value
+  if (host?.value === undefined || port === undefined || !/^(ip4|ip6|dns|dns4|dns6)$/.test(host.name)) return undefined
+  return { host: host.value, port: Number(port) }
+}
