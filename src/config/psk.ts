@@ -31,18 +31,19 @@ export function parsePsk (input: string): Psk {
     return pskFromHex(lines[2] ?? '')
   }
   if (lines.length !== 1) throw new Error('expected a swarm.key file, 64 hex characters or base64 of 32 bytes')
-  if (/^[0-9a-fA-F]+$/.test(text) && text.length === 64) return pskFromHex(text)
+  // Only hex digits: meant as hex (a 32-byte base64 key always ends in "=").
+  if (/^[0-9a-fA-F]+$/.test(text)) return pskFromHex(text)
   if (/^[A-Za-z0-9+/]+={0,2}$/.test(text) && text.length % 4 === 0) {
     const bytes = Buffer.from(text, 'base64')
     if (bytes.length === 32) return pskFromBytes(bytes)
     throw new Error(`base64 key decodes to ${bytes.length} bytes, need 32 (generate one with "w2wesher genpsk")`)
   }
-  if (/^[0-9a-fA-F]+$/.test(text)) throw new Error(`hex key has ${text.length} characters, need 64 (generate one with "w2wesher genpsk")`)
   throw new Error('expected a swarm.key file, 64 hex characters or base64 of 32 bytes (generate one with "w2wesher genpsk")')
 }
 
 function pskFromHex (hex: string): Psk {
-  if (!/^[0-9a-fA-F]{64}$/.test(hex)) throw new Error(`hex key must be 64 hex characters, got ${hex.length}`)
+  if (!/^[0-9a-fA-F]*$/.test(hex)) throw new Error('hex key holds characters other than 0-9 and a-f')
+  if (hex.length !== 64) throw new Error(`hex key has ${hex.length} characters, need 64 (generate one with "w2wesher genpsk")`)
   return pskFromBytes(Buffer.from(hex, 'hex'))
 }
 

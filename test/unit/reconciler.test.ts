@@ -1,0 +1,92 @@
+import { describe, it, expect } from 'vitest'
+import { diffPeers, desiredPeers } from '../../src/reconciler/desired.ts'
+import { createReconciler } from '../../src/reconciler/reconciler.ts'
+import { createMemoryDriver } from '../../src/wireguard/memory.ts'
+import { generateWgKeyPair } from '../../src/wireguard/keys.ts'
+import type { WgPeerConfig, WgPeerState } from '../../src/wireguard/driver.ts'
+import { makeNode, membershipFor } from './fixtures.ts'
+
+const key = (): string => generateWgKeyPair().publicKey
+const peer = (overrides: Partial<WgPeerConfig> = {}): WgPeerConfig => ({
+  publicKey: key(), endpoint: '198.18.0.2:10042', allowedIps: ['10.223.0.2/32'], persistentKeepalive: 25, ...overrides
+})
+const state = (p: WgPeerConfig, overrides: Partial<WgPeerState> = {}): WgPeerState => ({ ...p, latestHandshake: 0, rxBytes: 0, txBytes: 0, ...overrides })
+const silent = { debug: () => {}, info: () => {}, warn: () => {} }
+
+describe('diffPeers', () => {
+  it('adds, updates and removes, and leaves correct peers untouched', () => {
+    const same = peer()
+    const changedIps = peer()
+    const gone = peer()
+    const fresh = peer()
+    const desired = [same, { ...changedIps, allowedIps: ['10.223.0.9/32'] }, fresh]
+    const actual = [state(same), state(changedIps), state(gone)]
+    const diff = diffPeers(desired, actual, 1000)
+    expect(diff.upserts.map(p => p.publicKey).sort()).toEqual([changedIps.publicKey, fresh.publicKey].sort())
+    expect(diff.removals).toEqual([gone.publicKey])
+  })
+
+  it('keeps a roamed endpoint while handshakes are recent, fixes it when they are not', () => {
+    const want = peer({ endpoint: '198.18.0.2:10042' })
+    const roamed = state(want, { endpoint: '203.0.113.9:4000', latestHandshake: 990 })
+    expect(diffPeers([want], [roamed], 1000).upserts).toHaveLength(0)
+    expect(diffPeers([want], [{ ...roamed, latestHandshake: 0 }], 1000).upserts).toHaveLength(1)
+    expect(diffPeers([want], [{ ...roamed, latestHandshake: 100 }], 1000).upserts).toHaveLength(1)
+    expect(diffPeers([{ ...want, endpoint: undefined }], [roamed], 1000).upserts).toHaveLength(0)
+    expect(diffPeers([{ ...want, persistentKeepalive: 0 }], [roamed], 1000).upserts).toHaveLength(1)
+  })
+})
+
+describe('desiredPeers', () => {
+  it('gives each member its winning addresses and prefers the connected host', async () => {
+    const [me, a, b] = await Promise.all([makeNode('me'), makeNode('a'), makeNode('b')])
+    const table = membershipFor(me)
+    table.accept(await a.sign())
+    table.accept(await b.sign({ endpoints: ['198.18.0.7:10042'] }))
+    const peers = desiredPeers({
+      members: table.members().map(e => e.record),
+      owners: { 4: table.owners(4), 6: table.owners(6) },
+      connectedHost: id => id === a.peerId ? 'fd00::9' : undefined,
+      persistentKeepalive: 25
+    })
+    const byKey = new Map(peers.map(p => [p.publicKey, p]))
+    const pa = byKey.get(a.wgPublicKey)!
+    expect(pa.endpoint).toBe('[fd00::9]:10042')
+    expect(pa.allowedIps).toEqual([`${a.record().ipv4!.address}/32`, `${a.record().ipv6.address}/128`])
+    expect(byKey.get(b.wgPublicKey)!.endpoint).toBe('198.18.0.7:10042')
+  })
+})
+
+describe('reconciler', () => {
+  const iface = { name: 'wt0', privateKey: generateWgKeyPair().privateKey, listenPort: 10042, mtu: 1420, addresses: ['fd00::1/64'] }
+
+  it('applies only the difference, coalesces bursts, and pokes new peers', async () => {
+    const driver = createMemoryDriver()
+    let desired = [peer(), peer()]
+    const runs: number[] = []
+    const r = createReconciler({ driver, iface: () => iface, desired: () => desired, log: silent, coalesceMs: 5, onApplied: () => runs.push(1) })
+    await r.runNow()
+    expect((await driver.read('wt0'))!.peers).toHaveLength(2)
+    expect(driver.calls.filter(c => c.op === 'triggerHandshake')).toHaveLength(2)
+    driver.clearCalls()
+    const keep = desired[0]!
+    desired = [keep, peer()]
+    for (let i = 0; i < 20; i++) r.schedule()
+    await new Promise(resolve => setTimeout(resolve, 60))
+    expect(runs).toHaveLength(2)
+    expect(driver.touchedPeers('wt0').has(keep.publicKey)).toBe(false)
+    const device = (await driver.read('wt0'))!
+    expect(device.peers.map(p => p.publicKey).sort()).toEqual(desired.map(p => p.publicKey).sort())
+    r.stop()
+  })
+
+  it('retries after a failure', async () => {
+    const driver = createMemoryDriver()
+    driver.failNext('setPeers', new Error('boom'))
+    const r = createReconciler({ driver, iface: () => iface, desired: () => [peer()], log: silent })
+    await expect(r.runNow()).rejects.toThrow('boom')
+    await new Promise(resolve => setTimeout(resolve, 700))
+    expect((await driver.read('wt0'))!.peers).toHaveLength(1)
+    r.stop()
+  })
+})
