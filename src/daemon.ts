@@ -15,6 +15,7 @@ import { desiredPeers, formatEndpoint } from './reconciler/desired.ts'
 import type { WgDriver, WgInterfaceConfig } from './wireguard/driver.ts'
 import { createSystemDriver } from './wireguard/system.ts'
 import type { Logger } from './log.ts'
+import { decodeEnvelope, encodeEnvelope, loadState, saveState } from './state/store.ts'
 
 // Wires the data flow together: config → identity → p2p host → gossip → membership →
 // reconciler → WireGuard driver. Each arrow is one of the calls below; nothing else talks
@@ -51,10 +52,23 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   })
   const membership = new Membership({ self, selfWgPublicKey: identity.wgPublicKey, ipv6Range: ranges.ipv6, ipv4Range: ranges.ipv4 })
 
+  const loaded = await loadState(config.stateDir)
+  if (loaded.status === 'corrupt') log.error({ reason: loaded.reason, movedTo: loaded.movedTo }, 'state dump is corrupt: set it aside, starting from config')
+  const saved = loaded.status === 'ok' ? loaded.state : undefined
+
+  // Saved records are re-verified like network input: a tampered dump cannot add members.
+  let restored = 0
+  for (const text of saved?.records ?? []) {
+    const result = await membership.acceptEnvelope(decodeEnvelope(text))
+    if (result.accepted) restored++
+  }
+  if (saved !== undefined) log.info({ members: restored }, 'restored membership from the state dump')
+
+  // A held address is kept across restarts (chooseClaim keeps a valid current claim).
   const now = Date.now()
   const claims: { ipv6: Claim, ipv4?: Claim } = {
-    ipv6: chooseClaim(ranges.ipv6, self, undefined, [], now),
-    ipv4: ranges.ipv4 === undefined ? undefined : chooseClaim(ranges.ipv4, self, undefined, [], now)
+    ipv6: chooseClaim(ranges.ipv6, self, saved?.claims.ipv6, membership.claims(6), now),
+    ipv4: ranges.ipv4 === undefined ? undefined : chooseClaim(ranges.ipv4, self, saved?.claims.ipv4, membership.claims(4), now)
   }
   log.info({ peerId: self, name: config.name, ipv6: claims.ipv6.address, ipv4: claims.ipv4?.address, interface: config.interface }, 'overlay addresses')
 
@@ -91,7 +105,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     })
   })
 
-  let seq = 0
+  let seq = saved?.seq ?? 0
   const buildRecord = (): NodeRecord => {
     seq = Math.max(seq + 1, Date.now())
     const toClaim = (c: Claim): RecordClaim => ({ address: c.address, counter: c.counter, since: c.since })
@@ -137,6 +151,20 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     return changed
   }
 
+  // State is dumped shortly after changes settle, and on stop.
+  let saveTimer: NodeJS.Timeout | undefined
+  const saveNow = async (): Promise<void> => {
+    if (saveTimer !== undefined) { clearTimeout(saveTimer); saveTimer = undefined }
+    try {
+      await saveState(config.stateDir, { seq, claims, records: membership.all().map(e => encodeEnvelope(e.envelope)) })
+    } catch (err) {
+      log.error({ err: String(err) }, 'cannot write the state dump')
+    }
+  }
+  const saveSoon = (): void => {
+    if (saveTimer === undefined) saveTimer = setTimeout(() => { void saveNow() }, 500)
+  }
+
   let keeper: Keeper | undefined
   const known = new Set<string>()
   const onMembershipChange = (): void => {
@@ -153,6 +181,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     keeper?.setTargets(new Map(members.map(e => [e.record.peerId, e.record.addrs])))
     if (reviewClaims()) void announce()
     reconciler.schedule()
+    saveSoon()
   }
   membership.onChange(onMembershipChange)
 
@@ -186,6 +215,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       reconciler.stop()
       await gossip?.stop()
       await host.stop()
+      await saveNow()
     }
   }
 }

@@ -1,0 +1,433 @@
+// The real WireGuard driver: kernel device (`ip link add ... type wireguard`) when the kernel
+// has it, else wireguard-go; configured through `wg` and `ip -json`, which behave the same
+// for both. Every command runs through spawn with an argv (never a shell), with a timeout;
+// the private key only ever travels through a FIFO (`wg set IF private-key <fifo>`), never
+// argv, never a regular file.
+//
+// Decisions worth knowing:
+// - wireguard-go is started WITHOUT -f and in its own session (detached), so it forks away
+//   and outlives this daemon: a restart of w2wesher keeps the tunnel and its peers. Under
+//   systemd that also needs KillMode=process (else stopping the unit kills it) and a
+//   writable /run/wireguard (RuntimeDirectory=wireguard + RuntimeDirectoryPreserve=yes)
+//   when running unprivileged.
+// - listenPort 0 in the config means "let WireGuard pick, and keep whatever it has".
+// - read() leaves out IPv6 link-local (fe80::/10) addresses; ensureInterface never removes them.
+// - Why a FIFO and not `private-key /dev/stdin`: Node gives a child's stdin as a UNIX
+//   socketpair, and open("/dev/stdin") on a socket fails (ENXIO), so wg cannot read it.
+//   The FIFO lives in a fresh 0700 directory (mkdtemp) and is removed right after.
+// - The live key is compared by its public key: the kernel stores the key clamped, so a
+//   byte comparison of private keys could re-set (and reset all sessions) on every start.
+import { spawn } from 'node:child_process'
+import { createSocket } from 'node:dgram'
+import { closeSync, constants as fsConstants, existsSync, openSync, writeSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { isIP } from 'node:net'
+import type { WgDevice, WgDriver, WgImplementation, WgInterfaceConfig, WgPeerConfig } from './driver.ts'
+import { wgPublicKeyFromPrivate } from './keys.ts'
+import {
+  buildWgSetArgv,
+  normaliseInterfaceConfig,
+  parseIpJson,
+  parseWgDump,
+  validateInterfaceName,
+  type IpLinkInfo,
+  type WgDump
+} from './parse.ts'
+
+export type WgLogLevel = 'debug' | 'info' | 'warn'
+export type WgLogFn = (level: WgLogLevel, msg: string, fields?: object) => void
+
+export interface SystemDriverOptions {
+  /** path of wireguard-go; default 'wireguard-go' (looked up on PATH) */
+  wireguardGo?: string
+  log?: WgLogFn
+  /** 'auto' (default): kernel if `ip link add type wireguard` works, else wireguard-go */
+  mode?: 'auto' | 'kernel' | 'userspace'
+  /** path of `ip`; default 'ip' */
+  ip?: string
+  /** path of `wg`; default 'wg' */
+  wg?: string
+  /** per-command timeout; default 10000 ms */
+  commandTimeoutMs?: number
+  /** how long to wait for a new wireguard-go interface to appear; default 5000 ms */
+  startTimeoutMs?: number
+  /** where wireguard-go keeps its control sockets; default '/var/run/wireguard' */
+  socketDir?: string
+}
+
+/** A command that failed: exit code, signal or timeout, with its stderr. */
+export class CommandError extends Error {
+  readonly command: string
+  readonly args: readonly string[]
+  readonly exitCode: number | null
+  readonly signal: string | null
+  readonly stderr: string
+  readonly timedOut: boolean
+
+  constructor (command: string, args: readonly string[], exitCode: number | null, signal: string | null, stderr: string, timedOut: boolean, cause?: unknown) {
+    let argText = args.join(' ')
+    if (argText.length > 300) argText = `${argText.slice(0, 300)}… (${args.length} args)`
+    const how = timedOut ? 'timed out' : exitCode !== null ? `exit ${exitCode}` : signal !== null ? `signal ${signal}` : 'failed to start'
+    const err = cleanStderr(stderr) || (cause instanceof Error ? cause.message : '')
+    super(`${argText === '' ? command : `${command} ${argText}`} failed (${how})${err === '' ? '' : `: ${err}`}`, cause === undefined ? undefined : { cause })
+    this.name = 'CommandError'
+    this.command = command
+    this.args = args
+    this.exitCode = exitCode
+    this.signal = signal
+    this.stderr = stderr
+    this.timedOut = timedOut
+  }
+}
+
+/** Drop wireguard-go's boxed "kernel has first class support" banner; keep one readable line. */
+function cleanStderr(s: string): string {
+  return s.split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !/^[┌└│]/.test(l))
+    .join('; ')
+}
+
+interface RunOptions {
+  input?: string
+  timeoutMs: number
+  detached?: boolean
+  env?: NodeJS.ProcessEnv
+  cwd?: string
+}
+
+/** Run argv (no shell), collect output, reject with CommandError on failure or timeout. */
+export function runCommand(command: string, args: readonly string[], opts: RunOptions): Promise<{ stdout: string, stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      detached: opts.detached ?? false,
+      env: opts.env ?? process.env,
+      ...(opts.cwd === undefined ? {} : { cwd: opts.cwd })
+    })
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    let timedOut = false
+    let settled = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, opts.timeoutMs)
+    child.stdout?.on('data', (b: Buffer) => out.push(b))
+    child.stderr?.on('data', (b: Buffer) => err.push(b))
+    child.on('error', (e) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      reject(new CommandError(command, args, null, null, Buffer.concat(err).toString(), false, e))
+    })
+    child.on('close', (code, signal) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      const stdout = Buffer.concat(out).toString()
+      const stderr = Buffer.concat(err).toString()
+      if (code === 0 && !timedOut) resolve({ stdout, stderr })
+      else reject(new CommandError(command, args, code, signal, stderr, timedOut))
+    })
+    if (opts.input !== undefined && child.stdin !== null) {
+      child.stdin.on('error', () => { /* the exit status reports what went wrong */ })
+      child.stdin.end(opts.input)
+    }
+  })
+}
+
+/** `ip` and `wg` live in sbin on Debian, which a non-root user's PATH often lacks. */
+function withSbinPath(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const parts = (base.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':')
+  for (const d of ['/usr/local/sbin', '/usr/sbin', '/sbin']) if (!parts.includes(d)) parts.push(d)
+  return { ...base, PATH: parts.join(':') }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+const isMissingDevice = (e: unknown): boolean =>
+  e instanceof CommandError && /does not exist|Cannot find device|No such device/i.test(e.stderr)
+
+export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
+  const wireguardGo = opts.wireguardGo ?? 'wireguard-go'
+  const ipCmd = opts.ip ?? 'ip'
+  const wgCmd = opts.wg ?? 'wg'
+  const mode = opts.mode ?? 'auto'
+  const timeoutMs = opts.commandTimeoutMs ?? 10_000
+  const startTimeoutMs = opts.startTimeoutMs ?? 5_000
+  const socketDir = opts.socketDir ?? '/var/run/wireguard'
+  const log: WgLogFn = opts.log ?? (() => {})
+  let impl: WgImplementation | undefined
+  const env = withSbinPath(process.env)
+
+  // One mutation at a time per interface (ensureInterface/setPeers/destroy).
+  const locks = new Map<string, Promise<unknown>>()
+  function locked<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = locks.get(name) ?? Promise.resolve()
+    const next = prev.then(fn, fn)
+    const tail = next.catch(() => {})
+    locks.set(name, tail)
+    void tail.then(() => { if (locks.get(name) === tail) locks.delete(name) })
+    return next
+  }
+
+  const ip = (args: string[]) => runCommand(ipCmd, args, { timeoutMs, env })
+  const wg = (args: string[]) => runCommand(wgCmd, args, { timeoutMs, env })
+
+  /** Mutating commands are logged at debug (argv only; never a key). */
+  async function change(cmd: 'ip' | 'wg', args: string[]): Promise<void> {
+    log('debug', `wireguard: ${cmd} ${args.length > 12 ? `${args.slice(0, 12).join(' ')} …` : args.join(' ')}`, { cmd, args: args.length })
+    if (cmd === 'ip') await ip(args)
+    else await wg(args)
+  }
+
+  /**
+   * `wg set IF private-key <fifo> [more args]`: the key is written into a FIFO in a private
+   * directory once wg opens it for reading. Nothing secret reaches argv or a disk.
+   */
+  async function setWithPrivateKey(name: string, privateKey: string, more: string[]): Promise<void> {
+    const dir = await mkdtemp(join(tmpdir(), 'w2wesher-wg-'))
+    try {
+      const fifo = join(dir, 'private-key')
+      await runCommand('mkfifo', ['-m', '600', fifo], { timeoutMs, env })
+      const args = ['set', name, 'private-key', fifo, ...more]
+      log('debug', `wireguard: wg ${args.join(' ')}`, { cmd: 'wg', args: args.length })
+      let done = false
+      const setting = wg(args).finally(() => { done = true })
+      setting.catch(() => {}) // awaited below; this only keeps an early throw from leaving it unhandled
+      // Open for writing without blocking: ENXIO until wg has opened the read end.
+      let fd: number | undefined
+      while (fd === undefined && !done) {
+        try {
+          fd = openSync(fifo, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK)
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENXIO') throw e
+          await sleep(2)
+        }
+      }
+      if (fd !== undefined) {
+        try {
+          writeSync(fd, `${privateKey}\n`) // 45 bytes < PIPE_BUF: one atomic write
+        } finally {
+          closeSync(fd)
+        }
+      }
+      await setting
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+
+  async function linkInfo(name: string): Promise<IpLinkInfo | undefined> {
+    try {
+      const { stdout } = await ip(['-json', '-d', 'addr', 'show', 'dev', name])
+      return parseIpJson(stdout)
+    } catch (e) {
+      if (isMissingDevice(e)) return undefined
+      throw e
+    }
+  }
+
+  async function dump(name: string): Promise<WgDump> {
+    const { stdout } = await wg(['show', name, 'dump'])
+    return parseWgDump(stdout)
+  }
+
+  function implFromKind(name: string, kind: string): WgImplementation {
+    if (kind === 'wireguard') return 'kernel'
+    if (kind === 'tun') return 'userspace'
+    throw new Error(`interface ${name} exists but is not a WireGuard interface (kind "${kind || 'unknown'}"); remove it or pick another name`)
+  }
+
+  function cleanEnv(): NodeJS.ProcessEnv {
+    const goEnv = { ...env }
+    // WG_PROCESS_FOREGROUND would keep wireguard-go in the foreground; LOG_LEVEL would
+    // hand it our stdout/stderr pipes (so it never looks finished); the fd variables are
+    // wireguard-go's own fork protocol.
+    for (const k of ['WG_PROCESS_FOREGROUND', 'WG_TUN_FD', 'WG_UAPI_FD', 'LOG_LEVEL']) delete goEnv[k]
+    return goEnv
+  }
+
+  async function create(name: string): Promise<WgImplementation> {
+    let kernelError = ''
+    if (mode !== 'userspace') {
+      try {
+        await change('ip', ['link', 'add', 'dev', name, 'type', 'wireguard'])
+        log('info', `wireguard: created kernel interface ${name}`, { name })
+        return 'kernel'
+      } catch (e) {
+        if (mode === 'kernel') throw e
+        kernelError = e instanceof CommandError ? cleanStderr(e.stderr) : String(e)
+        log('debug', `wireguard: no kernel WireGuard (${kernelError}); starting ${wireguardGo}`, { name })
+      }
+    }
+    const t0 = Date.now()
+    try {
+      // Without -f wireguard-go creates the tun and its control socket, forks a child that
+      // keeps running and exits 0; detached puts it in its own session (no SIGINT/SIGHUP
+      // from our terminal or process group); cwd / so the long-lived child pins no mount.
+      await runCommand(wireguardGo, [name], { timeoutMs: startTimeoutMs, detached: true, env: cleanEnv(), cwd: '/' })
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e)
+      throw new Error(`cannot create WireGuard interface ${name}: ${kernelError === '' ? '' : `kernel: ${kernelError}; `}userspace: ${why}`, { cause: e })
+    }
+    // Normally the tun already exists when the parent exits; wait for it (and for the
+    // control socket to answer) to be safe.
+    const deadline = Date.now() + startTimeoutMs
+    for (;;) {
+      const link = await linkInfo(name)
+      if (link !== undefined) {
+        try {
+          await dump(name)
+          break
+        } catch (e) {
+          if (Date.now() > deadline) throw e
+        }
+      } else if (Date.now() > deadline) {
+        throw new Error(`${wireguardGo} ${name} exited 0 but interface ${name} did not appear within ${startTimeoutMs} ms`)
+      }
+      await sleep(20)
+    }
+    log('info', `wireguard: started ${wireguardGo} for ${name} in ${Date.now() - t0} ms`, { name, ms: Date.now() - t0 })
+    return 'userspace'
+  }
+
+  async function ensureInterface(cfgIn: WgInterfaceConfig): Promise<void> {
+    const cfg = normaliseInterfaceConfig(cfgIn)
+    const name = cfg.name
+    let link = await linkInfo(name)
+    if (link === undefined) {
+      impl = await create(name)
+      link = await linkInfo(name)
+      if (link === undefined) throw new Error(`interface ${name} vanished right after it was created`)
+    } else {
+      impl = implFromKind(name, link.kind)
+      log('debug', `wireguard: adopting existing ${impl} interface ${name}`, { name, implementation: impl })
+    }
+
+    // Key and port: one `wg set`, only what differs.
+    const live = await dump(name)
+    const portArgs = cfg.listenPort !== 0 && live.listenPort !== cfg.listenPort ? ['listen-port', String(cfg.listenPort)] : []
+    const wantPublic = wgPublicKeyFromPrivate(cfg.privateKey)
+    if (live.publicKey !== wantPublic) {
+      await setWithPrivateKey(name, cfg.privateKey, portArgs)
+      log('info', `wireguard: set private key of ${name} (public key ${wantPublic})`, { name, publicKey: wantPublic })
+    } else if (portArgs.length > 0) {
+      await change('wg', ['set', name, ...portArgs])
+    }
+
+    // MTU and link state.
+    const linkArgs: string[] = []
+    if (link.mtu !== cfg.mtu) linkArgs.push('mtu', String(cfg.mtu))
+    if (!link.up) linkArgs.push('up')
+    if (linkArgs.length > 0) await change('ip', ['link', 'set', 'dev', name, ...linkArgs])
+
+    // Addresses: remove unwanted first (so a prefix-length change can re-add), then add.
+    const want = new Set(cfg.addresses)
+    const have = new Set(link.addresses)
+    for (const a of link.addresses) {
+      if (!want.has(a)) await change('ip', ['addr', 'del', a, 'dev', name])
+    }
+    for (const a of cfg.addresses) {
+      if (!have.has(a)) await change('ip', ['addr', 'add', a, 'dev', name])
+    }
+  }
+
+  async function read(name: string): Promise<WgDevice | undefined> {
+    validateInterfaceName(name)
+    const link = await linkInfo(name)
+    if (link === undefined) return undefined
+    let d: WgDump
+    try {
+      d = await dump(name)
+    } catch (e) {
+      // Deleted between the two commands: that is "does not exist", not an error.
+      if (await linkInfo(name) === undefined) return undefined
+      throw e
+    }
+    return {
+      name,
+      publicKey: d.publicKey,
+      listenPort: d.listenPort,
+      mtu: link.mtu,
+      up: link.up,
+      addresses: link.addresses,
+      peers: d.peers.sort((a, b) => (a.publicKey < b.publicKey ? -1 : a.publicKey > b.publicKey ? 1 : 0))
+    }
+  }
+
+  async function setPeers(name: string, upserts: WgPeerConfig[], removals: string[]): Promise<void> {
+    const argv = buildWgSetArgv(name, upserts, removals)
+    if (argv === undefined) return
+    await locked(name, async () => {
+      log('debug', `wireguard: wg set ${name}: ${upserts.length} upserts, ${removals.length} removals`, {
+        name, upserts: upserts.length, removals: removals.length
+      })
+      try {
+        await wg(argv)
+      } catch (e) {
+        // wg's own message for a missing userspace device is "Protocol not supported".
+        if (await linkInfo(name) === undefined) throw new Error(`cannot set peers: interface ${name} does not exist`, { cause: e })
+        throw e
+      }
+    })
+  }
+
+  async function triggerHandshake(name: string, overlayAddress: string): Promise<void> {
+    const addr = overlayAddress.split('/')[0]!
+    const family = isIP(addr)
+    if (family === 0) throw new Error(`triggerHandshake(${name}): "${overlayAddress}" is not an IP address`)
+    const sock = createSocket(family === 6 ? 'udp6' : 'udp4')
+    try {
+      await new Promise<void>((resolve) => {
+        sock.once('error', (e) => {
+          log('debug', `wireguard: handshake trigger to ${addr} failed: ${e.message}`, { name, address: addr })
+          resolve()
+        })
+        // One byte to the discard port: WireGuard stages it and initiates a handshake now.
+        sock.send(Buffer.from([0]), 9, addr, (e) => {
+          if (e) log('debug', `wireguard: handshake trigger to ${addr} failed: ${e.message}`, { name, address: addr })
+          resolve()
+        })
+      })
+    } finally {
+      sock.close()
+    }
+  }
+
+  async function destroy(name: string): Promise<void> {
+    validateInterfaceName(name)
+    await locked(name, async () => {
+      const link = await linkInfo(name)
+      if (link === undefined) {
+        log('debug', `wireguard: ${name} already gone`, { name })
+        return
+      }
+      try {
+        await change('ip', ['link', 'del', 'dev', name])
+        log('info', `wireguard: deleted interface ${name}`, { name })
+      } catch (e) {
+        if (!isMissingDevice(e)) throw e
+      }
+      if (link.kind !== 'tun') return
+      // wireguard-go notices its tun is gone, exits and removes its socket (a few ms).
+      // Wait for that so an immediate re-create with the same name cannot race it.
+      const sock = `${socketDir}/${name}.sock`
+      const deadline = Date.now() + 3000
+      while (existsSync(sock) && Date.now() < deadline) await sleep(10)
+      if (existsSync(sock)) log('warn', `wireguard: ${sock} still exists 3 s after deleting ${name}`, { name })
+    })
+  }
+
+  return {
+    implementation: () => impl,
+    ensureInterface: (cfg) => locked(cfg.name, () => ensureInterface(cfg)),
+    read,
+    setPeers,
+    triggerHandshake,
+    destroy
+  }
+}
