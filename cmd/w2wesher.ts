@@ -4,9 +4,11 @@ import { Command, Option } from 'commander'
 import { ConfigError, loadConfig, type RawConfig } from '../src/config/config.ts'
 import { generatePsk } from '../src/config/psk.ts'
 import { createLogger } from '../src/log.ts'
+import type { ControlRequest } from '../src/control/socket.ts'
+import type { StatusReport } from '../src/control/status.ts'
 
-// Exit codes: 0 ok, 1 runtime failure, 2 bad configuration (so Restart=on-failure retries
-// only what a retry can fix... and systemd shows the message).
+// Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage, 3 no daemon running.
+// Errors are one line on stderr, prefixed "w2wesher:".
 
 const program = new Command('w2wesher')
   .description('Self-organising, encrypted full-mesh WireGuard overlay')
@@ -34,6 +36,7 @@ function daemonOptions (cmd: Command): Command {
     .option('--name <name>', 'node name shown to others (default: hostname)')
     .option('--persistent-keepalive <seconds>', 'WireGuard PersistentKeepalive, 0 = off (default 25)')
     .option('--wireguard-go <path>', 'userspace WireGuard binary when the kernel has none')
+    .option('--refresh-seconds <seconds>', 'how often the record is re-announced as a liveness signal (default 300)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']))
 }
 
@@ -51,6 +54,7 @@ interface DaemonFlags {
   name?: string
   persistentKeepalive?: string
   wireguardGo?: string
+  refreshSeconds?: string
   logLevel?: string
 }
 
@@ -98,6 +102,38 @@ daemonOptions(program.command('up'))
   .action(async (flags: DaemonFlags) => {
     if (flags.config === undefined && process.env.W2WESHER_CONFIG === undefined) fail(2, 'up needs --config FILE (or W2WESHER_CONFIG)')
     await runDaemon(flags)
+  })
+
+const DEFAULT_STATE_DIR = '/var/lib/w2wesher'
+const stateDirOf = (flags: { stateDir?: string }): string => flags.stateDir ?? process.env.W2WESHER_STATE_DIR ?? DEFAULT_STATE_DIR
+
+async function control (stateDir: string, request: ControlRequest): Promise<unknown> {
+  const { requestControl, NoDaemonError } = await import('../src/control/socket.ts')
+  try {
+    return await requestControl(stateDir, request)
+  } catch (err) {
+    fail(err instanceof NoDaemonError ? 3 : 1, (err as Error).message)
+  }
+}
+
+program.command('status')
+  .description('show this node and every member, read from the running daemon')
+  .option('--state-dir <dir>', 'state directory of the daemon (default /var/lib/w2wesher)')
+  .option('--json', 'print the report as JSON (stable fields, see README)')
+  .action(async (flags: { stateDir?: string, json?: boolean }) => {
+    const report = await control(stateDirOf(flags), { cmd: 'status' }) as StatusReport
+    const { formatStatus } = await import('../src/control/status.ts')
+    process.stdout.write(flags.json === true ? `${JSON.stringify(report, null, 2)}
+` : `${formatStatus(report)}
+`)
+  })
+
+program.command('leave')
+  .description('leave the mesh for good: tell every member, remove the interface, forget the mesh state')
+  .option('--state-dir <dir>', 'state directory of the daemon (default /var/lib/w2wesher)')
+  .action(async (flags: { stateDir?: string }) => {
+    await control(stateDirOf(flags), { cmd: 'leave' })
+    process.stdout.write('left the mesh\n')
   })
 
 function fail (code: number, message: string): never {

@@ -15,7 +15,9 @@ import { desiredPeers, formatEndpoint } from './reconciler/desired.ts'
 import type { WgDriver, WgInterfaceConfig } from './wireguard/driver.ts'
 import { createSystemDriver } from './wireguard/system.ts'
 import type { Logger } from './log.ts'
-import { decodeEnvelope, encodeEnvelope, loadState, saveState } from './state/store.ts'
+import { decodeEnvelope, encodeEnvelope, forgetState, loadState, saveState } from './state/store.ts'
+import { serveControl } from './control/socket.ts'
+import type { StatusReport } from './control/status.ts'
 
 // Wires the data flow together: config → identity → p2p host → gossip → membership →
 // reconciler → WireGuard driver. Each arrow is one of the calls below; nothing else talks
@@ -127,11 +129,11 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
 
   let gossip: Gossip | undefined
   let lastContent = ''
-  /** Sign and publish our record, unless nothing but seq and time would change. */
-  const announce = async (): Promise<void> => {
-    const record = buildRecord()
+  /** Sign and publish our record, unless nothing but seq and time would change (or `force`). */
+  const announce = async (extra: Partial<NodeRecord> = {}, force = false): Promise<void> => {
+    const record = { ...buildRecord(), ...extra }
     const content = JSON.stringify({ ...record, seq: 0, issuedAt: 0 })
-    if (content === lastContent) return
+    if (content === lastContent && !force) return
     lastContent = content
     const signed = await signRecord(record, identity.libp2pKey)
     membership.setSelf(signed)
@@ -203,6 +205,84 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   host.addEventListener('peer:connect', () => reconciler.schedule())
   host.addEventListener('self:peer:update', () => { void announce() })
 
+  // Liveness: a periodic refresh (jittered so members do not beat in step) tells the others
+  // we are alive even when nothing changed.
+  let refreshTimer: NodeJS.Timeout | undefined
+  const scheduleRefresh = (): void => {
+    refreshTimer = setTimeout(() => { void announce({}, true).finally(scheduleRefresh) }, config.refreshSeconds * 1000 * (0.8 + Math.random() * 0.4))
+    refreshTimer.unref()
+  }
+  scheduleRefresh()
+
+  const control = await serveControl(config.stateDir, async request => {
+    if (request.cmd === 'status') return await status()
+    await leave()
+    setTimeout(() => process.exit(0), 50)
+    return { left: true }
+  })
+
+  const status = async (): Promise<StatusReport> => {
+    const device = await driver.read(config.interface).catch(() => undefined)
+    const byKey = new Map(device?.peers.map(p => [p.publicKey, p]))
+    const nowMs = Date.now()
+    return {
+      self: {
+        peerId: self,
+        name: config.name,
+        interface: config.interface,
+        implementation: driver.implementation() ?? null,
+        wgPublicKey: identity.wgPublicKey,
+        wgPort: config.wgPort,
+        ipv6: claims.ipv6.address,
+        ipv4: claims.ipv4?.address ?? null,
+        listen: host.getMultiaddrs().map(String)
+      },
+      members: membership.members().map(({ record, receivedAt }) => {
+        const wg = byKey.get(record.wgPublicKey)
+        const handshakeAge = wg === undefined || wg.latestHandshake === 0 ? null : Math.max(0, Math.round(nowMs / 1000 - wg.latestHandshake))
+        const connected = host.getConnections(peerIdFromString(record.peerId)).length > 0
+        const recordAge = Math.round((nowMs - receivedAt) / 1000)
+        return {
+          peerId: record.peerId,
+          name: record.name,
+          ipv6: record.ipv6.address,
+          ipv4: record.ipv4?.address ?? null,
+          endpoint: wg?.endpoint ?? null,
+          handshakeAgeSeconds: handshakeAge,
+          rxBytes: wg?.rxBytes ?? 0,
+          txBytes: wg?.txBytes ?? 0,
+          connected,
+          recordAgeSeconds: recordAge,
+          state: recordAge > config.refreshSeconds * 3 ? 'stale' : handshakeAge !== null && handshakeAge < 180 ? 'ok' : 'connecting'
+        }
+      })
+    }
+  }
+
+  /** Leave for good: tell the mesh (tombstone), remove the interface, forget the mesh state. */
+  const leave = async (): Promise<void> => {
+    log.info('leaving the mesh')
+    await announce({ leaving: true }, true)
+    // gossipsub writes asynchronously: give the tombstone a moment on the wire
+    await new Promise(resolve => setTimeout(resolve, 300))
+    await shutdown()
+    await driver.destroy(config.interface)
+    await forgetState(config.stateDir)
+    log.info({ interface: config.interface }, 'left the mesh; interface removed')
+  }
+
+  let stopped = false
+  const shutdown = async (): Promise<void> => {
+    if (stopped) return
+    stopped = true
+    if (refreshTimer !== undefined) clearTimeout(refreshTimer)
+    control.close()
+    keeper?.stop()
+    reconciler.stop()
+    await gossip?.stop()
+    await host.stop()
+  }
+
   return {
     identity,
     host,
@@ -211,10 +291,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     reconciler,
     ranges,
     async stop () {
-      keeper?.stop()
-      reconciler.stop()
-      await gossip?.stop()
-      await host.stop()
+      if (stopped) return
+      await shutdown()
       await saveNow()
     }
   }

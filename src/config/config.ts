@@ -29,6 +29,7 @@ const FIELDS = {
   name: { flag: '--name', env: 'W2WESHER_NAME' },
   persistentKeepalive: { flag: '--persistent-keepalive', env: 'W2WESHER_PERSISTENT_KEEPALIVE' },
   wireguardGo: { flag: '--wireguard-go', env: 'W2WESHER_WIREGUARD_GO' },
+  refreshSeconds: { flag: '--refresh-seconds', env: 'W2WESHER_REFRESH_SECONDS' },
   logLevel: { flag: '--log-level', env: 'W2WESHER_LOG_LEVEL' }
 } as const
 
@@ -47,6 +48,7 @@ export interface Config {
   name: string
   persistentKeepalive: number
   wireguardGo: string
+  refreshSeconds: number
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error'
 }
 
@@ -72,6 +74,7 @@ const schema = z.object({
   name: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/, 'must be a hostname label (letters, digits, ".", "_", "-")').optional(),
   persistentKeepalive: int(0, 65535).default(25),
   wireguardGo: z.string().min(1).default('wireguard-go'),
+  refreshSeconds: int(10, 86_400).default(300),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info')
 }).strict()
 
@@ -134,6 +137,7 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
     name: c.name ?? sanitizeName(hostname()),
     persistentKeepalive: c.persistentKeepalive,
     wireguardGo: c.wireguardGo,
+    refreshSeconds: c.refreshSeconds,
     logLevel: c.logLevel
   }
 }

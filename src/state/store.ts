@@ -1,4 +1,4 @@
-import { readFile, rename } from 'node:fs/promises'
+import { readFile, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { writeFileAtomic } from '../util/fs.ts'
@@ -71,3 +71,8 @@ export async function saveState (stateDir: string, state: Omit<SavedState, 'vers
 
 export const encodeEnvelope = (e: Uint8Array): string => Buffer.from(e).toString('base64')
 export const decodeEnvelope = (s: string): Uint8Array => Buffer.from(s, 'base64')
+
+/** After leaving: drop the mesh state (keys stay, so a later join keeps the same identity). */
+export async function forgetState (stateDir: string): Promise<void> {
+  await rm(join(stateDir, STATE_FILE), { force: true })
+}
