@@ -37,6 +37,7 @@ function daemonOptions (cmd: Command): Command {
     .option('--persistent-keepalive <seconds>', 'WireGuard PersistentKeepalive, 0 = off (default 25)')
     .option('--wireguard-go <path>', 'userspace WireGuard binary when the kernel has none')
     .option('--refresh-seconds <seconds>', 'how often the record is re-announced as a liveness signal (default 300)')
+    .option('--expiry-seconds <seconds>', 'forget a member not heard from for this long (default 604800, 7 days)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']))
 }
 
@@ -55,6 +56,7 @@ interface DaemonFlags {
   persistentKeepalive?: string
   wireguardGo?: string
   refreshSeconds?: string
+  expirySeconds?: string
   logLevel?: string
 }
 

@@ -177,8 +177,9 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
         log.info({ peer: record.peerId, name: record.name, ipv6: record.ipv6.address, ipv4: record.ipv4?.address }, 'member joined')
       }
     }
+    const live = new Set(members.map(e => e.record.peerId))
     for (const peerId of known) {
-      if (membership.get(peerId)?.record.leaving === true) { known.delete(peerId); log.info({ peer: peerId }, 'member left') }
+      if (!live.has(peerId)) { known.delete(peerId); log.info({ peer: peerId }, 'member left') }
     }
     keeper?.setTargets(new Map(members.map(e => [e.record.peerId, e.record.addrs])))
     if (reviewClaims()) void announce()
@@ -213,6 +214,14 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     refreshTimer.unref()
   }
   scheduleRefresh()
+
+  const expire = (): void => {
+    const gone = membership.expire(config.expirySeconds * 1000)
+    if (gone.length > 0) log.info({ peers: gone }, 'forgot members not heard from within the expiry')
+  }
+  expire()
+  const expiryTimer = setInterval(expire, Math.min(3_600_000, config.expirySeconds * 250))
+  expiryTimer.unref()
 
   const control = await serveControl(config.stateDir, async request => {
     if (request.cmd === 'status') return await status()
@@ -276,6 +285,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     if (stopped) return
     stopped = true
     if (refreshTimer !== undefined) clearTimeout(refreshTimer)
+    clearInterval(expiryTimer)
     control.close()
     keeper?.stop()
     reconciler.stop()

@@ -30,6 +30,7 @@ const FIELDS = {
   persistentKeepalive: { flag: '--persistent-keepalive', env: 'W2WESHER_PERSISTENT_KEEPALIVE' },
   wireguardGo: { flag: '--wireguard-go', env: 'W2WESHER_WIREGUARD_GO' },
   refreshSeconds: { flag: '--refresh-seconds', env: 'W2WESHER_REFRESH_SECONDS' },
+  expirySeconds: { flag: '--expiry-seconds', env: 'W2WESHER_EXPIRY_SECONDS' },
   logLevel: { flag: '--log-level', env: 'W2WESHER_LOG_LEVEL' }
 } as const
 
@@ -49,6 +50,7 @@ export interface Config {
   persistentKeepalive: number
   wireguardGo: string
   refreshSeconds: number
+  expirySeconds: number
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error'
 }
 
@@ -75,6 +77,7 @@ const schema = z.object({
   persistentKeepalive: int(0, 65535).default(25),
   wireguardGo: z.string().min(1).default('wireguard-go'),
   refreshSeconds: int(10, 86_400).default(300),
+  expirySeconds: int(60, 10 * 365 * 86_400).default(7 * 86_400),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info')
 }).strict()
 
@@ -138,6 +141,7 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
     persistentKeepalive: c.persistentKeepalive,
     wireguardGo: c.wireguardGo,
     refreshSeconds: c.refreshSeconds,
+    expirySeconds: c.expirySeconds,
     logLevel: c.logLevel
   }
 }

@@ -118,6 +118,18 @@ export class Membership {
     return resolveClaims(this.claims(family))
   }
 
+  /**
+   * Forget members (and tombstones) whose author has not refreshed its record for `maxAgeMs`,
+   * by the author's own clock: days-long expiries make clock skew irrelevant.
+   */
+  expire (maxAgeMs: number): string[] {
+    const cutoff = this.now() - maxAgeMs
+    const gone = [...this.entries.values()].filter(e => e.record.peerId !== this.opts.self && e.record.issuedAt < cutoff).map(e => e.record.peerId)
+    for (const peerId of gone) this.entries.delete(peerId)
+    if (gone.length > 0) this.emit()
+    return gone
+  }
+
   onChange (listener: () => void): () => void {
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)

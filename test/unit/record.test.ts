@@ -93,3 +93,19 @@ describe('membership acceptance', () => {
     expect(table.accept(await me.sign({ seq: 99 }))).toMatchObject({ accepted: false, reason: 'self' })
   })
 })
+
+describe('membership expiry', () => {
+  it('forgets members and tombstones not refreshed within the expiry, never ourselves', async () => {
+    let now = 10_000
+    const table = new (await import('../../src/membership/table.ts')).Membership({
+      self: me.peerId, selfWgPublicKey: me.wgPublicKey, ipv6Range: ranges.ipv6, ipv4Range: ranges.ipv4, now: () => now
+    })
+    table.setSelf(await me.sign({ issuedAt: 1 }))
+    expect(table.accept(await alice.sign({ issuedAt: 9_000 })).accepted).toBe(true)
+    expect(table.accept(await bob.sign({ issuedAt: 2_000, leaving: true })).accepted).toBe(true)
+    expect(table.expire(5_000)).toEqual([bob.peerId])
+    now = 20_000
+    expect(table.expire(5_000)).toEqual([alice.peerId])
+    expect(table.all().map(e => e.record.peerId)).toEqual([me.peerId])
+  })
+})
