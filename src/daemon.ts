@@ -129,8 +129,10 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
 
   let gossip: Gossip | undefined
   let lastContent = ''
+  let departed = false
   /** Sign and publish our record, unless nothing but seq and time would change (or `force`). */
   const announce = async (extra: Partial<NodeRecord> = {}, force = false): Promise<void> => {
+    if (departed) return // nothing may follow the tombstone (shutdown changes our addresses)
     const record = { ...buildRecord(), ...extra }
     const content = JSON.stringify({ ...record, seq: 0, issuedAt: 0 })
     if (content === lastContent && !force) return
@@ -188,23 +190,25 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   }
   membership.onChange(onMembershipChange)
 
-  // Bring the interface up with our addresses before any network contact.
-  await reconciler.runNow()
-  log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
-
-  await host.start()
-  log.info({ listen: host.getMultiaddrs().map(String) }, 'libp2p listening')
-  await announce()
   gossip = await startGossip({
     host,
     log,
     accept: async (envelope, author) => await membership.acceptEnvelope(envelope, author),
     snapshot: () => membership.all().map(e => e.envelope)
   })
+  // The interface (with the peers restored from the dump) and the libp2p host come up side by
+  // side: neither waits for the other, and tunnels from the dump work before any network contact.
+  const interfaceReady = reconciler.runNow().then(() => {
+    log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
+  })
+  await host.start()
+  log.info({ listen: host.getMultiaddrs().map(String) }, 'libp2p listening')
+  await announce()
   keeper = createKeeper({ host, self, bootstrap: config.bootstrap, log })
   onMembershipChange()
   host.addEventListener('peer:connect', () => reconciler.schedule())
   host.addEventListener('self:peer:update', () => { void announce() })
+  await interfaceReady
 
   // Liveness: a periodic refresh (jittered so members do not beat in step) tells the others
   // we are alive even when nothing changed.
@@ -272,6 +276,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const leave = async (): Promise<void> => {
     log.info('leaving the mesh')
     await announce({ leaving: true }, true)
+    departed = true
     // gossipsub writes asynchronously: give the tombstone a moment on the wire
     await new Promise(resolve => setTimeout(resolve, 300))
     await shutdown()

@@ -15,6 +15,7 @@ export const RECORD_TOPIC = '/w2wesher/records/1'
 export const SYNC_PROTOCOL = '/w2wesher/sync/1.0.0'
 const MAX_SYNC_RECORDS = 10_000
 const SYNC_TIMEOUT_MS = 10_000
+const SYNC_ATTEMPTS = 4
 
 export interface GossipOptions {
   host: Host
@@ -60,7 +61,11 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
     if (result.accepted || result.reason === 'duplicate') return TopicValidatorResult.Accept
     return result.reason === 'stale' || result.reason === 'self' ? TopicValidatorResult.Ignore : TopicValidatorResult.Reject
   })
-  pubsub.subscribe(RECORD_TOPIC)
+  // Handlers are registered before the host starts (no early peer finds them missing);
+  // gossipsub only takes subscriptions once started.
+  const subscribe = (): void => { pubsub.subscribe(RECORD_TOPIC) }
+  if (host.status === 'started') subscribe()
+  else host.addEventListener('start', subscribe, { once: true })
 
   await host.handle(SYNC_PROTOCOL, async (stream, connection) => {
     try {
@@ -82,7 +87,7 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   }
   host.addEventListener('connection:open', onConnection)
 
-  async function syncWith (connection: Connection): Promise<void> {
+  async function syncWith (connection: Connection, attempt = 1): Promise<void> {
     let stream: Stream | undefined
     try {
       const signal = AbortSignal.timeout(SYNC_TIMEOUT_MS)
@@ -94,8 +99,12 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
       stats.syncs++
       log.debug({ peer: connection.remotePeer.toString(), records: count }, 'synced membership')
     } catch (err) {
-      log.debug({ peer: connection.remotePeer.toString(), err: String(err) }, 'sync failed')
+      log.debug({ peer: connection.remotePeer.toString(), err: String(err), attempt }, 'sync failed')
       stream?.abort(err as Error)
+      // The other side may still be starting up: retry a few times while the connection lives.
+      if (attempt < SYNC_ATTEMPTS && connection.status === 'open') {
+        setTimeout(() => { void syncWith(connection, attempt + 1) }, 250 * attempt)
+      }
     }
   }
 
