@@ -38,7 +38,8 @@ const TIE_YIELD_MS = 750
 export function createKeeper (opts: KeeperOptions): Keeper {
   const { host, log } = opts
   const base = opts.baseBackoffMs ?? 500
-  const cap = opts.maxBackoffMs ?? 30_000
+  // 15 s: after a partition the first redial comes within ~19 s (with jitter), cheap enough idle
+  const cap = opts.maxBackoffMs ?? 15_000
   const targets = new Map<string, TargetState>()
   const pskHints = new Map<string, number>()
   let stopped = false
