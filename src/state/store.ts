@@ -1,4 +1,4 @@
-import { readFile, rename, rm } from 'node:fs/promises'
+import { readdir, readFile, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { writeFileAtomic } from '../util/fs.ts'
@@ -36,6 +36,10 @@ export type LoadResult =
 
 export async function loadState (stateDir: string, now = new Date()): Promise<LoadResult> {
   const path = join(stateDir, STATE_FILE)
+  // temp files of writes cut short by a crash: the dump itself is intact, these are not
+  for (const name of await readdir(stateDir).catch(() => [])) {
+    if (name.startsWith(`.${STATE_FILE}.`) && name.endsWith('.tmp')) await rm(join(stateDir, name), { force: true })
+  }
   let text: string
   try {
     text = await readFile(path, 'utf8')
