@@ -17,6 +17,22 @@ const MAX_SYNC_RECORDS = 10_000
 const SYNC_TIMEOUT_MS = 10_000
 const SYNC_ATTEMPTS = 4
 
+// @libp2p/utils checks a length prefix's size only once it decodes, so a prefix of endless
+// continuation bytes (0xff 0xff ...) would be read one byte at a time, at full CPU, until the
+// sync timeout. A prefix for MAX_ENVELOPE_BYTES takes 2 bytes: refuse a third.
+const MAX_PREFIX_BYTES = 2
+function decodeLength (data: { byteLength: number, get: (index: number) => number }): number {
+  let value = 0
+  for (let i = 0; i < data.byteLength; i++) {
+    const byte = data.get(i)
+    value += (byte & 0x7f) * 2 ** (7 * i)
+    if ((byte & 0x80) === 0) return value
+    if (i + 1 >= MAX_PREFIX_BYTES) throw new Error(`sync frame length prefix is longer than ${MAX_PREFIX_BYTES} bytes`)
+  }
+  throw new RangeError('incomplete length prefix') // lpStream reads one more byte
+}
+const LP_OPTIONS = { maxDataLength: MAX_ENVELOPE_BYTES, lengthDecoder: decodeLength }
+
 export interface GossipOptions {
   host: Host
   /** verify and store one envelope; `author` is the gossip signer when there is one */
@@ -69,7 +85,7 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
 
   await host.handle(SYNC_PROTOCOL, async (stream, connection) => {
     try {
-      const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
+      const lp = lpStream(stream, LP_OPTIONS)
       const signal = AbortSignal.timeout(SYNC_TIMEOUT_MS)
       await receiveAll(lp, connection, signal)
       await sendAll(lp, signal)
@@ -92,7 +108,7 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
     try {
       const signal = AbortSignal.timeout(SYNC_TIMEOUT_MS)
       stream = await connection.newStream(SYNC_PROTOCOL, { signal })
-      const lp = lpStream(stream, { maxDataLength: MAX_ENVELOPE_BYTES })
+      const lp = lpStream(stream, LP_OPTIONS)
       await sendAll(lp, signal)
       const count = await receiveAll(lp, connection, signal)
       await stream.close({ signal })

@@ -1,7 +1,9 @@
+import { isIPv4, isIPv6 } from 'node:net'
 import { z } from 'zod'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
-import { MAX_COUNTER } from '../membership/ipam.ts'
+import { canonicalIp, MAX_COUNTER } from '../membership/ipam.ts'
+import { isWgKey } from '../wireguard/keys.ts'
 
 // A node record is self-certifying: it names its author's peer id and is signed with that
 // peer's libp2p key, so it stays verifiable however it travels (gossip, sync, state dump).
@@ -14,19 +16,34 @@ export const MAX_ENVELOPE_BYTES = 4096
 const SIGNATURE_BYTES = 64
 const DOMAIN = new TextEncoder().encode('w2wesher/record/v1:')
 
+// Addresses must be in canonical form: claims are compared as strings (collisions, owners), so
+// "FD00::1" next to "fd00::1", or a zone ("fd00::1%eth0"), would slip past those comparisons.
+const canonicalAddress = (text: string): boolean => {
+  try { return !text.includes('%') && canonicalIp(text) === text } catch { return false }
+}
+
 const claimSchema = z.object({
-  address: z.string().max(64),
+  address: z.string().max(64).refine(canonicalAddress, 'address must be an IP address in canonical form'),
   counter: z.number().int().min(0).max(MAX_COUNTER),
   since: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
 })
 
+// Every endpoint must be a literal IP and port that `wg set` takes (no name lookups): a single
+// bad one would fail the whole batch, for every peer.
+const usableEndpoint = (text: string): boolean => {
+  const m = /^(?:\[([^\]%]+)\]|([^:[\]]+)):([1-9]\d{0,4})$/.exec(text)
+  if (m === null || Number(m[3]) > 65535) return false
+  return m[1] !== undefined ? isIPv6(m[1]) : isIPv4(m[2] as string)
+}
 const endpointText = z.string().max(64).regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}$/, 'endpoint must be IP:PORT or [IPv6]:PORT')
+  .refine(usableEndpoint, 'endpoint must be a valid IP address and a port 1-65535')
 
 export const recordSchema = z.object({
   v: z.number().int().min(RECORD_VERSION),
   peerId: z.string().min(1).max(128),
   name: z.string().max(63).regex(/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$|^$/, 'name must be a hostname label'),
-  wgPublicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'wgPublicKey must be a base64 WireGuard key'),
+  // canonical base64 only: `wg` refuses other spellings, and keys are compared as strings
+  wgPublicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'wgPublicKey must be a base64 WireGuard key').refine(isWgKey, 'wgPublicKey must be canonical base64 of 32 bytes'),
   ipv4: claimSchema.optional(),
   ipv6: claimSchema,
   wgPort: z.number().int().min(1).max(65535),
@@ -80,11 +97,14 @@ export async function openRecord (envelope: Uint8Array): Promise<SignedRecord> {
   }
   let valid = false
   try {
-    const publicKey = peerIdFromString(parsed.data.peerId).publicKey
+    const peerId = peerIdFromString(parsed.data.peerId)
+    const publicKey = peerId.publicKey
     if (publicKey?.type !== 'Ed25519') throw new Error('not an Ed25519 peer id')
+    // One key, one member: other spellings of the same peer id (CID forms) would be another entry.
+    if (peerId.toString() !== parsed.data.peerId) throw new Error('not in canonical form')
     valid = await publicKey.verify(concat(DOMAIN, body), signature)
   } catch {
-    throw new RecordError('malformed', 'record peerId is not an Ed25519 peer id')
+    throw new RecordError('malformed', 'record peerId is not a canonical Ed25519 peer id')
   }
   if (!valid) throw new RecordError('bad-signature', `signature does not match peer ${parsed.data.peerId}`)
   return { record: parsed.data, envelope: Uint8Array.from(envelope) }

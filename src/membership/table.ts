@@ -49,7 +49,12 @@ export class Membership {
       if (err instanceof RecordError) return { accepted: false, reason: err.reason, detail: err.message }
       return { accepted: false, reason: 'malformed', detail: String(err) }
     }
-    return this.accept(signed, author)
+    try {
+      return this.accept(signed, author)
+    } catch (err) {
+      // A check that throws on some input is a bug, but must not become a crash.
+      return { accepted: false, reason: 'malformed', detail: `cannot check record: ${String(err)}`, record: signed.record }
+    }
   }
 
   /** Accept an already verified record. */
@@ -63,18 +68,18 @@ export class Membership {
       if (record.seq === current.record.seq && sameBytes(signed.envelope, current.envelope)) return reject('duplicate', 'already held')
       return reject('stale', `seq ${record.seq} is not newer than ${current.record.seq}`)
     }
-    if (record.leaving !== true) {
-      const claimProblem = this.checkClaims(record)
-      if (claimProblem !== undefined) return reject('bad-claim', claimProblem)
-      if (record.wgPublicKey === this.opts.selfWgPublicKey) return reject('key-taken', 'uses our own WireGuard key')
-      for (const other of this.live()) {
-        if (other.record.peerId !== record.peerId && other.record.wgPublicKey === record.wgPublicKey) {
-          return reject('key-taken', `WireGuard key already used by ${other.record.peerId}`)
-        }
+    // Tombstones too: an honest one carries its author's own claims and key, and a hostile one
+    // must not be stored and handed on to every late joiner.
+    const claimProblem = this.checkClaims(record)
+    if (claimProblem !== undefined) return reject('bad-claim', claimProblem)
+    if (record.wgPublicKey === this.opts.selfWgPublicKey) return reject('key-taken', 'uses our own WireGuard key')
+    for (const other of this.live()) {
+      if (other.record.peerId !== record.peerId && other.record.wgPublicKey === record.wgPublicKey) {
+        return reject('key-taken', `WireGuard key already used by ${other.record.peerId}`)
       }
-      for (const route of record.routes) {
-        try { parseCidr(route) } catch { return reject('malformed', `route "${route}" is not a CIDR`) }
-      }
+    }
+    for (const route of record.routes) {
+      try { parseCidr(route) } catch { return reject('malformed', `route "${route}" is not a CIDR`) }
     }
     this.entries.set(record.peerId, { record, envelope: signed.envelope, receivedAt: this.now() })
     this.emit()

@@ -23,7 +23,7 @@ describe('atomic state writes', () => {
     dirs.push(dir)
     const target = join(dir, 'state.json')
     await writeFile(target, JSON.stringify({ n: -1, pad: '' }))
-    const script = join(dir, 'writer.ts')
+    const script = join(dir, 'writer.mts') // .mts: ESM outside the package
     // a writer that rewrites a 2 MB JSON file as fast as it can
     await writeFile(script, `
       import { writeFileAtomic } from '${resolve('src/util/fs.ts')}'
@@ -32,9 +32,15 @@ describe('atomic state writes', () => {
     `)
     let kills = 0
     let written = 0
-    for (let round = 0; round < 12; round++) {
+    for (let round = 0; round < 8; round++) {
       const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: 'ignore' })
-      await new Promise(r => setTimeout(r, 400 + Math.random() * 400))
+      // wait until this writer is rewriting the file, then kill it at a random moment
+      const seen = (JSON.parse(await readFile(target, 'utf8')) as { n: number }).n
+      for (let i = 0; i < 200; i++) {
+        await new Promise(r => setTimeout(r, 50))
+        if ((JSON.parse(await readFile(target, 'utf8')) as { n: number }).n !== seen) break
+      }
+      await new Promise(r => setTimeout(r, Math.random() * 60))
       child.kill('SIGKILL')
       await new Promise(r => child.once('exit', r))
       kills++
@@ -43,7 +49,7 @@ describe('atomic state writes', () => {
       expect(parsed.pad.length === 0 || parsed.pad.length === 2_000_000).toBe(true)
       if (parsed.n >= 0) written++
     }
-    expect(kills).toBe(12)
+    expect(kills).toBe(8)
     expect(written).toBeGreaterThan(0) // the writer really was writing when it died
     // temp files of interrupted writes may remain; they never replace the state file
     const leftovers = (await readdir(dir)).filter(f => f.endsWith('.tmp'))

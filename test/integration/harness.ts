@@ -1,0 +1,144 @@
+import { createServer } from 'node:net'
+import { createLibp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@libp2p/noise'
+import { yamux } from '@libp2p/yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { gossipsub } from '@libp2p/gossipsub'
+import { preSharedKey } from '@libp2p/pnet'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { PrivateKey } from '@libp2p/interface'
+import { pino } from 'pino'
+import { createHost, type Host } from '../../src/p2p/host.ts'
+import { startGossip, type Gossip } from '../../src/gossip/gossip.ts'
+import { signRecord, type NodeRecord } from '../../src/gossip/record.ts'
+import { Membership } from '../../src/membership/table.ts'
+import { inRange } from '../../src/membership/ipam.ts'
+import { pskFromBytes, type Psk } from '../../src/config/psk.ts'
+import { ranges, type TestNode } from '../unit/fixtures.ts'
+
+// In-process nodes on loopback, wired the way src/daemon.ts wires them (host → gossip →
+// membership), minus WireGuard. createHost refuses to *dial* loopback (its gater keeps
+// members from reaching each other through the overlay or lo), so nodes that must dial
+// out use `testHost`: the same stack (TCP + PSK + Noise + yamux, identify, ping, the same
+// gossipsub options) without that gater. Nodes that are dialled use the real createHost.
+
+export const silentLog = pino({ level: 'silent' })
+
+export function testPsk (fill = 7): Psk {
+  return pskFromBytes(new Uint8Array(32).fill(fill))
+}
+
+const isOverlayAddress = (ip: string): boolean => inRange(ranges.ipv6, ip) || inRange(ranges.ipv4, ip)
+
+export async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      const port = typeof address === 'object' && address !== null ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** The createHost stack without its dial gater, so that it can dial 127.0.0.1. */
+export async function testHost (privateKey: PrivateKey, psk: Psk, listen: string[]): Promise<Host> {
+  return await createLibp2p({
+    privateKey,
+    addresses: { listen },
+    transports: [tcp()],
+    connectionProtector: preSharedKey({ psk: new TextEncoder().encode(psk.swarmKey) }),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionGater: { denyDialMultiaddr: () => false },
+    connectionManager: { inboundConnectionThreshold: 100, maxIncomingPendingConnections: 100 },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, floodPublish: true })
+    }
+  })
+}
+
+export interface MeshNode {
+  node: TestNode
+  host: Host
+  membership: Membership
+  gossip: Gossip
+  /** dialable address, with /p2p/<id> */
+  addr: Multiaddr
+  /** sign, hold and publish a new own record, as the daemon's announce() does */
+  announce: (overrides: Partial<NodeRecord>) => Promise<Uint8Array>
+  stop: () => Promise<void>
+}
+
+/**
+ * A node with a Membership and startGossip wired like the daemon. `real` builds its host
+ * with src/p2p/host.ts createHost (it can be dialled, not dial loopback).
+ */
+export async function startMeshNode (node: TestNode, psk: Psk, opts: { real: boolean, seq?: number }): Promise<MeshNode> {
+  const port = await freePort()
+  const listen = [`/ip4/127.0.0.1/tcp/${port}`]
+  const host = opts.real
+    ? await createHost({ privateKey: node.key, psk, listen, isOverlayAddress })
+    : await testHost(node.key, psk, listen)
+  const membership = new Membership({ self: node.peerId, selfWgPublicKey: node.wgPublicKey, ipv6Range: ranges.ipv6, ipv4Range: ranges.ipv4 })
+  const own = await signRecord(node.record({ seq: opts.seq ?? 1 }), node.key)
+  membership.setSelf(own)
+  const gossip = await startGossip({
+    host,
+    log: silentLog,
+    accept: async (envelope, author) => await membership.acceptEnvelope(envelope, author),
+    snapshot: () => membership.all().map(e => e.envelope)
+  })
+  if (host.status !== 'started') await host.start()
+  await gossip.publish(own.envelope)
+  const announce = async (overrides: Partial<NodeRecord>): Promise<Uint8Array> => {
+    const signed = await signRecord(node.record(overrides), node.key)
+    membership.setSelf(signed)
+    await gossip.publish(signed.envelope)
+    return signed.envelope
+  }
+  let stopped = false
+  return {
+    node,
+    host,
+    membership,
+    gossip,
+    addr: multiaddr(`/ip4/127.0.0.1/tcp/${port}/p2p/${node.peerId}`),
+    announce,
+    async stop () {
+      if (stopped) return
+      stopped = true
+      await gossip.stop().catch(() => {})
+      await host.stop()
+    }
+  }
+}
+
+/** Poll until `check` holds; fail with `what` after `timeoutMs`. */
+export async function waitFor (what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
+/** Sum of all rejection counters. */
+export function rejectedTotal (gossip: Gossip): number {
+  return Object.values(gossip.stats.rejected).reduce((n: number, c) => n + (c ?? 0), 0)
+}
+
+/** Per-reason increase of the rejection counters since `before`. */
+export function rejectedSince (gossip: Gossip, before: Gossip['stats']['rejected']): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const [reason, count] of Object.entries(gossip.stats.rejected)) {
+    const delta = (count ?? 0) - (before[reason as keyof typeof before] ?? 0)
+    if (delta !== 0) out[reason] = delta
+  }
+  return out
+}
