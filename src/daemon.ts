@@ -194,7 +194,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     host,
     log,
     accept: async (envelope, author) => await membership.acceptEnvelope(envelope, author),
-    snapshot: () => membership.all().map(e => e.envelope)
+    digest: () => membership.digest(),
+    envelope: peerId => membership.envelope(peerId)
   })
   // The interface (with the peers restored from the dump) and the libp2p host come up side by
   // side: neither waits for the other, and tunnels from the dump work before any network contact.

@@ -1,45 +1,30 @@
-import { lpStream } from '@libp2p/utils'
 import { TopicValidatorResult } from '@libp2p/gossipsub'
-import type { Connection, Stream } from '@libp2p/interface'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import type { Host } from '../p2p/host.ts'
 import type { Logger } from '../log.ts'
 import type { AcceptResult, RejectReason } from '../membership/table.ts'
-import { MAX_ENVELOPE_BYTES } from './record.ts'
+import { initiateSync, serveSync, SYNC_PROTOCOL, type SyncStore } from './sync.ts'
 
 // Two ways records travel. Gossip (a versioned gossipsub topic) carries changes, signed by
-// their author. Gossipsub delivers nothing to late joiners, so on every new connection the
-// dialling side runs a sync: both sides send every record they hold (length-prefixed frames,
-// an empty frame ends a side) and each checks what it receives like any other record.
+// their author, at once. Gossipsub delivers nothing to late joiners and nothing published
+// before a peer's subscription arrives, so a digest sync (./sync.ts) repairs the gaps: on
+// every new connection, when a peer's subscription arrives, and now and then at random.
 
 export const RECORD_TOPIC = '/w2wesher/records/1'
-export const SYNC_PROTOCOL = '/w2wesher/sync/1.0.0'
-const MAX_SYNC_RECORDS = 10_000
+export { SYNC_PROTOCOL }
 const SYNC_TIMEOUT_MS = 10_000
 const SYNC_ATTEMPTS = 4
-
-// @libp2p/utils checks a length prefix's size only once it decodes, so a prefix of endless
-// continuation bytes (0xff 0xff ...) would be read one byte at a time, at full CPU, until the
-// sync timeout. A prefix for MAX_ENVELOPE_BYTES takes 2 bytes: refuse a third.
-const MAX_PREFIX_BYTES = 2
-function decodeLength (data: { byteLength: number, get: (index: number) => number }): number {
-  let value = 0
-  for (let i = 0; i < data.byteLength; i++) {
-    const byte = data.get(i)
-    value += (byte & 0x7f) * 2 ** (7 * i)
-    if ((byte & 0x80) === 0) return value
-    if (i + 1 >= MAX_PREFIX_BYTES) throw new Error(`sync frame length prefix is longer than ${MAX_PREFIX_BYTES} bytes`)
-  }
-  throw new RangeError('incomplete length prefix') // lpStream reads one more byte
-}
-const LP_OPTIONS = { maxDataLength: MAX_ENVELOPE_BYTES, lengthDecoder: decodeLength }
 
 export interface GossipOptions {
   host: Host
   /** verify and store one envelope; `author` is the gossip signer when there is one */
   accept: (envelope: Uint8Array, author?: string) => Promise<AcceptResult>
-  /** every envelope we hold, ours included */
-  snapshot: () => Uint8Array[]
+  /** peer id → seq of every record we hold, ours and tombstones included */
+  digest: () => Map<string, number>
+  envelope: (peerId: string) => Uint8Array | undefined
   log: Logger
+  /** mean seconds between anti-entropy syncs with a random connected peer */
+  antiEntropySeconds?: number
 }
 
 export interface GossipStats {
@@ -83,39 +68,33 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   if (host.status === 'started') subscribe()
   else host.addEventListener('start', subscribe, { once: true })
 
+  const storeFor = (peer: string): SyncStore => ({
+    digest: opts.digest,
+    envelope: opts.envelope,
+    accept: async envelope => await judge(envelope, undefined, `sync:${peer}`)
+  })
+
   await host.handle(SYNC_PROTOCOL, async (stream, connection) => {
+    const peer = connection.remotePeer.toString()
     try {
-      const lp = lpStream(stream, LP_OPTIONS)
-      const signal = AbortSignal.timeout(SYNC_TIMEOUT_MS)
-      await receiveAll(lp, connection, signal)
-      await sendAll(lp, signal)
-      await stream.close({ signal })
+      await serveSync(stream, storeFor(peer), AbortSignal.timeout(SYNC_TIMEOUT_MS))
     } catch (err) {
-      log.debug({ peer: connection.remotePeer.toString(), err: String(err) }, 'sync (serving) failed')
+      log.debug({ peer, err: String(err) }, 'sync (serving) failed')
       stream.abort(err as Error)
     }
   }, { runOnLimitedConnection: false })
 
-  const onConnection = (evt: CustomEvent<Connection>): void => {
-    const connection = evt.detail
-    if (connection.direction !== 'outbound') return
-    void syncWith(connection)
-  }
-  host.addEventListener('connection:open', onConnection)
-
   async function syncWith (connection: Connection, attempt = 1): Promise<void> {
+    const peer = connection.remotePeer.toString()
     let stream: Stream | undefined
     try {
       const signal = AbortSignal.timeout(SYNC_TIMEOUT_MS)
       stream = await connection.newStream(SYNC_PROTOCOL, { signal })
-      const lp = lpStream(stream, LP_OPTIONS)
-      await sendAll(lp, signal)
-      const count = await receiveAll(lp, connection, signal)
-      await stream.close({ signal })
+      const result = await initiateSync(stream, storeFor(peer), signal)
       stats.syncs++
-      log.debug({ peer: connection.remotePeer.toString(), records: count }, 'synced membership')
+      log.debug({ peer, ...result }, 'synced membership')
     } catch (err) {
-      log.debug({ peer: connection.remotePeer.toString(), err: String(err), attempt }, 'sync failed')
+      log.debug({ peer, err: String(err), attempt }, 'sync failed')
       stream?.abort(err as Error)
       // The other side may still be starting up: retry a few times while the connection lives.
       if (attempt < SYNC_ATTEMPTS && connection.status === 'open') {
@@ -124,21 +103,39 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
     }
   }
 
-  type Lp = ReturnType<typeof lpStream>
-
-  async function sendAll (lp: Lp, signal: AbortSignal): Promise<void> {
-    await lp.writeV([...opts.snapshot(), new Uint8Array(0)], { signal })
+  const syncPeer = (peerId: PeerId): void => {
+    const connection = host.getConnections(peerId).find(c => c.status === 'open')
+    if (connection !== undefined) void syncWith(connection)
   }
 
-  async function receiveAll (lp: Lp, connection: Connection, signal: AbortSignal): Promise<number> {
-    let count = 0
-    for (;;) {
-      const frame = (await lp.read({ signal })).subarray()
-      if (frame.length === 0) return count
-      if (++count > MAX_SYNC_RECORDS) throw new Error(`peer sent more than ${MAX_SYNC_RECORDS} records`)
-      await judge(frame, undefined, `sync:${connection.remotePeer.toString()}`)
-    }
+  // 1. A new connection: the dialling side syncs.
+  const onConnection = (evt: CustomEvent<Connection>): void => {
+    if (evt.detail.direction === 'outbound') void syncWith(evt.detail)
   }
+  host.addEventListener('connection:open', onConnection)
+
+  // 2. A peer's subscription arrived: from now on gossip reaches it, so one more sync closes
+  //    the window between the connection's sync and the subscription. The lower id syncs.
+  const self = host.peerId.toString()
+  const onSubscription = (evt: CustomEvent<{ peerId: PeerId, subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
+    const { peerId, subscriptions } = evt.detail
+    if (self < peerId.toString() && subscriptions.some(s => s.topic === RECORD_TOPIC && s.subscribe)) syncPeer(peerId)
+  }
+  pubsub.addEventListener('subscription-change', onSubscription)
+
+  // 3. Anti-entropy: now and then, a random connected peer. Repairs whatever gossip lost.
+  const meanMs = (opts.antiEntropySeconds ?? 60) * 1000
+  let antiEntropy: NodeJS.Timeout | undefined
+  const scheduleAntiEntropy = (): void => {
+    antiEntropy = setTimeout(() => {
+      const peers = host.getPeers()
+      const peer = peers[Math.floor(Math.random() * peers.length)]
+      if (peer !== undefined) syncPeer(peer)
+      scheduleAntiEntropy()
+    }, meanMs * (0.5 + Math.random()))
+    antiEntropy.unref()
+  }
+  scheduleAntiEntropy()
 
   return {
     stats,
@@ -153,7 +150,9 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
       }
     },
     async stop () {
+      if (antiEntropy !== undefined) clearTimeout(antiEntropy)
       host.removeEventListener('connection:open', onConnection)
+      pubsub.removeEventListener('subscription-change', onSubscription)
       pubsub.unsubscribe(RECORD_TOPIC)
       await host.unhandle(SYNC_PROTOCOL)
     }

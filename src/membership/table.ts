@@ -96,6 +96,15 @@ export class Membership {
     return this.entries.get(peerId)
   }
 
+  /** peer id → seq of everything we hold: what the sync protocol compares. */
+  digest (): Map<string, number> {
+    return new Map([...this.entries.values()].map(e => [e.record.peerId, e.record.seq]))
+  }
+
+  envelope (peerId: string): Uint8Array | undefined {
+    return this.entries.get(peerId)?.envelope
+  }
+
   /** Live members other than us. */
   members (): Entry[] {
     return this.live().filter(e => e.record.peerId !== this.opts.self)

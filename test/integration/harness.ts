@@ -92,7 +92,8 @@ export async function startMeshNode (node: TestNode, psk: Psk, opts: { real: boo
     host,
     log: silentLog,
     accept: async (envelope, author) => await membership.acceptEnvelope(envelope, author),
-    snapshot: () => membership.all().map(e => e.envelope)
+    digest: () => membership.digest(),
+    envelope: peerId => membership.envelope(peerId)
   })
   if (host.status !== 'started') await host.start()
   await gossip.publish(own.envelope)
