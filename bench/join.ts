@@ -1,0 +1,250 @@
+// `npm run bench`: how fast w2wesher forms and grows a mesh, with real daemons in network
+// namespaces on this machine. Prints figures (no pass/fail thresholds) and writes them to
+// bench/results/join.json. Needs root. Environment knobs: BENCH_ROUNDS (default 5),
+// BENCH_NODES (default 10).
+//
+// (a) join: a mesh of NODES-1 daemons is formed first; then, ROUNDS times, one more
+//     namespace + daemon (fresh state dir, --bootstrap node1) is started and we time from
+//     spawn to the first ping the newcomer gets answered by node1's overlay IPv6 (polled
+//     with `ping -c1 -W0.2`, 50 ms apart), then until all members answered it. Between
+//     rounds the newcomer runs `w2wesher leave`, is stopped, and its namespace (with its
+//     interface and wireguard-go) is removed.
+// (b) convergence: NODES fresh daemons, node1 spawned first and the rest right after it
+//     (same tick, all bootstrapping from node1); timed from node1's spawn until every
+//     ordered pair has answered at least one IPv6 ping.
+// (c) the static wireguard-go mesh (no control plane) over the same poller, as a floor.
+
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg } from 'node:os'
+import { join } from 'node:path'
+import {
+  createLab, DAEMON_BIN, formatTable, labPrerequisites, sleep, sweepStaleLabs, waitFor, type Lab
+} from '../test/e2e/lab.ts'
+import { measureStaticMesh, pollPairs, RESULTS_DIR, type StaticMeshResult } from './static-mesh.ts'
+
+const NODES = Number(process.env.BENCH_NODES ?? 10)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
+const MESH_TIMEOUT_MS = 90_000
+const JOIN_TIMEOUT_MS = 40_000
+const LOG_LINES = 8 // per node, in error reports
+
+interface Stats { n: number; medianMs: number; minMs: number; maxMs: number }
+
+interface JoinRound { round: number; firstPingMs: number | null; allMembersMs: number | null }
+
+interface Results {
+  date: string
+  machine: { cpus: number; node: string; loadavgStart: number[]; loadavgEnd: number[] }
+  nodes: number
+  join: { meshFormMs: number | null; rounds: JoinRound[]; firstPing: Stats | null; allMembers: Stats | null }
+  convergence: { timed: string; allPairsMs: number | null; pairsAnswered: number; pairs: number; lastPair: string | null; allPeersMs: number | null }
+  staticMesh: StaticMeshResult | null
+  errors: string[]
+}
+
+const ms = (t0: number): number => Math.round(performance.now() - t0)
+
+function stats (values: Array<number | null>): Stats | null {
+  const v = values.filter((x): x is number => x !== null).sort((a, b) => a - b)
+  if (v.length === 0) return null
+  const mid = Math.floor(v.length / 2)
+  const median = v.length % 2 === 1 ? v[mid] ?? 0 : ((v[mid - 1] ?? 0) + (v[mid] ?? 0)) / 2
+  return { n: v.length, medianMs: Math.round(median), minMs: v[0] ?? 0, maxMs: v[v.length - 1] ?? 0 }
+}
+
+function progress (msg: string): void {
+  console.log(`[bench] ${msg}`)
+}
+
+async function addNodes (lab: Lab, names: string[]): Promise<void> {
+  for (const n of names) await lab.addNode(n)
+}
+
+// Every listed node has `want` WireGuard peers, or we throw with the daemons' log tails.
+async function waitForPeers (lab: Lab, names: string[], want: number, timeoutMs: number): Promise<void> {
+  let counts: number[] = []
+  try {
+    await waitFor(async () => {
+      for (const d of lab.daemons()) if (!d.running()) throw new Error(`daemon on ${d.node} exited`)
+      counts = await Promise.all(names.map(async n => (await lab.wgPeers(n)).length))
+      return counts.every(c => c >= want)
+    }, { timeoutMs, intervalMs: 250, what: `${names.length} nodes to list ${want} WireGuard peers` })
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; peers: ${names.map((n, i) => `${n}=${counts[i] ?? '?'}`).join(' ')}`)
+  }
+}
+
+// Polls `ping -c1 -W0.2` from `node` to addr until it answers; elapsed ms since t0, or null.
+async function firstPing (lab: Lab, node: string, addr: string, t0: number, timeoutMs: number): Promise<number | null> {
+  while (performance.now() - t0 < timeoutMs) {
+    if (await lab.ping(node, addr, { timeoutMs: 200 })) return ms(t0)
+    await sleep(50)
+  }
+  return null
+}
+
+async function overlayV6 (lab: Lab, node: string): Promise<string> {
+  return waitFor(async () => (await lab.overlayAddresses(node)).ipv6, { timeoutMs: 30_000, what: `${node}'s overlay IPv6` })
+}
+
+// Destroys the lab; keeps its logs when this phase added an error.
+async function finish (lab: Lab, res: Results, errorsBefore: number): Promise<void> {
+  const failed = res.errors.length > errorsBefore
+  await lab.destroy({ keepFiles: failed })
+  if (failed) res.errors.push(`daemon logs kept in ${lab.dir}`)
+}
+
+async function benchJoin (res: Results): Promise<void> {
+  const errorsBefore = res.errors.length
+  const lab = await createLab()
+  try {
+    const members = Array.from({ length: NODES - 1 }, (_, i) => `node${i + 1}`)
+    await addNodes(lab, members)
+    const pskFile = await lab.genPsk()
+    const bootstrap = [lab.bootstrapAddr('node1')]
+    const t0 = performance.now()
+    lab.spawnDaemon('node1', lab.joinArgs('node1', { pskFile }))
+    for (const n of members.slice(1)) lab.spawnDaemon(n, lab.joinArgs(n, { pskFile, bootstrap }))
+    try {
+      await waitForPeers(lab, members, members.length - 1, MESH_TIMEOUT_MS)
+      res.join.meshFormMs = ms(t0)
+      progress(`(a) ${members.length}-node mesh formed in ${res.join.meshFormMs} ms`)
+    } catch (err) {
+      // Still time the joins: the newcomer only needs node1 for its first ping.
+      res.errors.push(`join: mesh incomplete: ${(err as Error).message}\n${lab.logTails(LOG_LINES)}`)
+      progress(`(a) ${members.length}-node mesh NOT complete after ${MESH_TIMEOUT_MS} ms; timing joins anyway`)
+    }
+    const addrs = new Map<string, string>()
+    for (const m of members) addrs.set(m, await overlayV6(lab, m))
+    const node1 = addrs.get('node1') ?? ''
+
+    for (let round = 1; round <= ROUNDS; round++) {
+      const name = `join${round}` // new name = new namespace, underlay IP, interface and state dir
+      await lab.addNode(name)
+      const tj = performance.now()
+      const d = lab.spawnDaemon(name, lab.joinArgs(name, { pskFile, bootstrap }))
+      const firstPingMs = await firstPing(lab, name, node1, tj, JOIN_TIMEOUT_MS)
+      let allMembersMs: number | null = null
+      if (firstPingMs !== null) {
+        const rest = members.slice(1)
+        const times = await Promise.all(rest.map(m => firstPing(lab, name, addrs.get(m) ?? '', tj, JOIN_TIMEOUT_MS)))
+        allMembersMs = times.some(t => t === null) ? null : Math.max(firstPingMs, ...times as number[])
+      } else {
+        res.errors.push(`join round ${round}: no ping within ${JOIN_TIMEOUT_MS} ms\n${d.tail(20)}`)
+      }
+      res.join.rounds.push({ round, firstPingMs, allMembersMs })
+      progress(`(a) round ${round}: first ping ${firstPingMs ?? 'TIMEOUT'} ms, all ${members.length} members ${allMembersMs ?? 'TIMEOUT'} ms`)
+      // `leave` tombstones the newcomer, so every round joins the same NODES-1 mesh
+      // rather than one that keeps redialling the departed newcomers of earlier rounds.
+      const left = await lab.exec(name, [process.execPath, DAEMON_BIN, 'leave', '--state-dir', lab.node(name).stateDir], { timeoutMs: 15_000 })
+      if (left.code !== 0) res.errors.push(`join round ${round}: leave failed (${left.code}): ${left.stderr.trim()}`)
+      await d.stop('SIGTERM', 5000) // no-op when leave already ended it
+      await lab.removeNode(name) // deletes its namespace: interface and wireguard-go go too
+    }
+  } catch (err) {
+    res.errors.push(`join: ${(err as Error).message}\n${lab.logTails(LOG_LINES)}`)
+  } finally {
+    await finish(lab, res, errorsBefore)
+  }
+  res.join.firstPing = stats(res.join.rounds.map(r => r.firstPingMs))
+  res.join.allMembers = stats(res.join.rounds.map(r => r.allMembersMs))
+}
+
+async function benchConvergence (res: Results): Promise<void> {
+  const errorsBefore = res.errors.length
+  const lab = await createLab()
+  try {
+    const names = Array.from({ length: NODES }, (_, i) => `node${i + 1}`)
+    await addNodes(lab, names)
+    const pskFile = await lab.genPsk()
+    const bootstrap = [lab.bootstrapAddr('node1')]
+    // Overlay addresses appear when each daemon has brought its interface up; read them
+    // in the background so the pair poller can start at once.
+    const addrs = new Map<string, string>()
+    const t0 = performance.now()
+    lab.spawnDaemon('node1', lab.joinArgs('node1', { pskFile }))
+    for (const n of names.slice(1)) lab.spawnDaemon(n, lab.joinArgs(n, { pskFile, bootstrap }))
+    const addrWatch = Promise.all(names.map(async n => { addrs.set(n, await overlayV6(lab, n)) }))
+    addrWatch.catch(() => { /* reported through the pair count */ })
+    let allPeersMs: number | null = null
+    const peersWatch = waitForPeers(lab, names, NODES - 1, MESH_TIMEOUT_MS).then(() => { allPeersMs = ms(t0) }, () => {})
+    const answered = await pollPairs(lab, names, n => addrs.get(n), t0, MESH_TIMEOUT_MS)
+    await peersWatch
+    const pairs = NODES * (NODES - 1)
+    const last = [...answered.entries()].sort((a, b) => b[1] - a[1])[0]
+    res.convergence = {
+      ...res.convergence,
+      pairs,
+      pairsAnswered: answered.size,
+      allPairsMs: answered.size === pairs && last !== undefined ? Math.round(last[1]) : null,
+      lastPair: last === undefined ? null : last[0].replace('>', ' -> '),
+      allPeersMs
+    }
+    progress(`(b) ${answered.size}/${pairs} pairs answered; all by ${res.convergence.allPairsMs ?? 'TIMEOUT'} ms (last: ${res.convergence.lastPair}); all peers listed at ${allPeersMs ?? 'TIMEOUT'} ms`)
+    if (answered.size < pairs) res.errors.push(`convergence: only ${answered.size}/${pairs} pairs\n${lab.logTails(LOG_LINES)}`)
+  } catch (err) {
+    res.errors.push(`convergence: ${(err as Error).message}\n${lab.logTails(LOG_LINES)}`)
+  } finally {
+    await finish(lab, res, errorsBefore)
+  }
+}
+
+function printTable (res: Results): void {
+  const fmt = (v: number | null | undefined): string => v === null || v === undefined ? '-' : String(v)
+  const s = (x: Stats | null): string[] => x === null ? ['0', '-', '-', '-'] : [String(x.n), String(x.medianMs), String(x.minMs), String(x.maxMs)]
+  const rows = [
+    ['figure (ms)', 'n', 'median', 'min', 'max'],
+    [`(a) ${NODES - 1} daemons started together -> all list ${NODES - 2} peers`, '1', fmt(res.join.meshFormMs), '', ''],
+    [`(a) ${NODES}th node: spawn -> first ping answered by node1`, ...s(res.join.firstPing)],
+    [`(a) ${NODES}th node: spawn -> all ${NODES - 1} members answered`, ...s(res.join.allMembers)],
+    [`(b) ${NODES} started together -> all ${res.convergence.pairs} ordered pairs ping`, '1', fmt(res.convergence.allPairsMs), '', ''],
+    [`(b) ${NODES} started together -> every node lists ${NODES - 1} peers`, '1', fmt(res.convergence.allPeersMs), '', ''],
+    [`(c) static mesh, ${NODES} nodes: wireguard-go start -> all pairs ping`, '1', fmt(res.staticMesh?.allPairsMs), '', '']
+  ]
+  console.log(`\n${formatTable(rows)}\n`)
+  console.log(`(a) rounds: ${res.join.rounds.map(r => `${fmt(r.firstPingMs)}/${fmt(r.allMembersMs)}`).join(', ')} (first ping/all members)`)
+  console.log(`(b) timed: ${res.convergence.timed}`)
+  const la = (l: number[]): string => l.map(x => x.toFixed(1)).join(' ')
+  console.log(`load average at start ${la(res.machine.loadavgStart)}, at end ${la(res.machine.loadavgEnd)} (${res.machine.cpus} CPUs)`)
+}
+
+async function main (): Promise<number> {
+  const missing = labPrerequisites()
+  if (missing.length > 0) {
+    console.error(`bench needs: ${missing.join(', ')}`)
+    return 2
+  }
+  sweepStaleLabs()
+  const started = performance.now()
+  const res: Results = {
+    date: new Date().toISOString(),
+    // The machine may be shared: the load average puts the figures in context.
+    machine: { cpus: cpus().length, node: process.version, loadavgStart: loadavg(), loadavgEnd: [] },
+    nodes: NODES,
+    join: { meshFormMs: null, rounds: [], firstPing: null, allMembers: null },
+    convergence: {
+      timed: `node1 spawned, then nodes 2-${NODES} spawned right after it with --bootstrap node1; from node1's spawn until every ordered pair answered one IPv6 ping (ping -c1 -W0.3, pairs re-polled every ~100 ms, 16 in flight)`,
+      allPairsMs: null, pairsAnswered: 0, pairs: NODES * (NODES - 1), lastPair: null, allPeersMs: null
+    },
+    staticMesh: null,
+    errors: []
+  }
+  await benchJoin(res)
+  await benchConvergence(res)
+  try {
+    res.staticMesh = await measureStaticMesh(NODES)
+    progress(`(c) static mesh: all pairs after ${res.staticMesh.allPairsMs} ms`)
+  } catch (err) {
+    res.errors.push(`static mesh: ${(err as Error).message}`)
+  }
+  res.machine.loadavgEnd = loadavg()
+  printTable(res)
+  for (const e of res.errors) console.error(`\nERROR ${e}`)
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  const file = join(RESULTS_DIR, 'join.json')
+  writeFileSync(file, `${JSON.stringify(res, null, 2)}\n`)
+  console.log(`wrote ${file} (bench took ${Math.round((performance.now() - started) / 1000)} s)`)
+  return res.errors.length === 0 ? 0 : 1
+}
+
+process.exitCode = await main()

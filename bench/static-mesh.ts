@@ -1,0 +1,80 @@
+// Lower bound with no control plane: N namespaces, keys generated and every peer
+// configured statically with `wg set`, wireguard-go started as the daemon starts it.
+// Timed: from the first `wireguard-go` start to every ordered pair having answered a ping.
+// `tsx bench/static-mesh.ts [nodes]` prints it and writes bench/results/static-mesh.json;
+// bench/join.ts imports measureStaticMesh() to print it next to the daemon's figures.
+
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { createLab, formatTable, labPrerequisites, mapBounded, setupStaticMesh, type Lab } from '../test/e2e/lab.ts'
+
+export const RESULTS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), 'results')
+
+export interface StaticMeshResult {
+  nodes: number
+  namespacesMs: number // creating the N namespaces, veths, addresses
+  setupMs: number // wireguard-go start + keys + wg set + addresses, all nodes in parallel
+  allPairsMs: number // from setup start until every ordered pair answered one ping
+}
+
+// Polls the ordered pairs that have not answered yet until all have (or timeoutMs).
+// Returns the elapsed ms at which each pair first answered, keyed "from>to".
+export async function pollPairs (
+  lab: Lab, nodes: string[], addrOf: (node: string) => string | undefined, t0: number, timeoutMs: number
+): Promise<Map<string, number>> {
+  const answered = new Map<string, number>()
+  const pending = nodes.flatMap(from => nodes.filter(to => to !== from).map(to => ({ from, to })))
+  const deadline = t0 + timeoutMs
+  while (pending.length > 0 && performance.now() < deadline) {
+    const batch = [...pending]
+    const ok = await mapBounded(batch, 16, async p => {
+      const addr = addrOf(p.to)
+      return addr !== undefined && await lab.ping(p.from, addr, { timeoutMs: 300 })
+    })
+    batch.forEach((p, i) => {
+      if (ok[i] !== true) return
+      answered.set(`${p.from}>${p.to}`, performance.now() - t0)
+      pending.splice(pending.indexOf(p), 1)
+    })
+    if (pending.length > 0) await new Promise(res => setTimeout(res, 100))
+  }
+  return answered
+}
+
+export async function measureStaticMesh (n = 10): Promise<StaticMeshResult> {
+  const lab = await createLab()
+  try {
+    const names = Array.from({ length: n }, (_, i) => `s${i + 1}`)
+    const tNs = performance.now()
+    for (const name of names) await lab.addNode(name)
+    const namespacesMs = performance.now() - tNs
+    const t0 = performance.now()
+    const members = await setupStaticMesh(lab, names)
+    const setupMs = performance.now() - t0
+    const v6 = new Map(members.map(m => [m.node, m.ipv6]))
+    const answered = await pollPairs(lab, names, node => v6.get(node), t0, 30_000)
+    const pairs = n * (n - 1)
+    if (answered.size < pairs) throw new Error(`static mesh: only ${answered.size}/${pairs} pairs answered`)
+    return { nodes: n, namespacesMs: Math.round(namespacesMs), setupMs: Math.round(setupMs), allPairsMs: Math.round(Math.max(...answered.values())) }
+  } finally {
+    await lab.destroy()
+  }
+}
+
+async function main (): Promise<void> {
+  const missing = labPrerequisites()
+  if (missing.length > 0) throw new Error(`needs: ${missing.join(', ')}`)
+  const n = Number(process.argv[2] ?? 10)
+  const r = await measureStaticMesh(n)
+  console.log(formatTable([
+    ['static mesh', 'nodes', 'namespaces ms', 'setup ms', 'all pairs ms'],
+    ['wireguard-go + wg set', String(r.nodes), String(r.namespacesMs), String(r.setupMs), String(r.allPairsMs)]
+  ]))
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  writeFileSync(join(RESULTS_DIR, 'static-mesh.json'), `${JSON.stringify({ date: new Date().toISOString(), ...r }, null, 2)}\n`)
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  main().catch(err => { console.error(err); process.exit(1) })
+}
