@@ -4,6 +4,11 @@ import { diffPeers } from './desired.ts'
 // Drives the device towards the desired state: bursts of changes are coalesced into one
 // apply, a periodic resync repairs drift made by others, and a failure retries with backoff.
 
+/** how long the higher key waits for the lower one's handshake before poking itself */
+const HANDSHAKE_STAGGER_MS = 200
+/** when the pass that switches keepalive on for new peers runs */
+const HANDSHAKE_GRACE_MS = 1000
+
 export interface ReconcilerOptions {
   driver: WgDriver
   iface: () => WgInterfaceConfig
@@ -83,19 +88,41 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
     if (device === undefined) { appliedIface = undefined; throw new Error(`interface ${iface.name} disappeared`) }
     const desired = opts.desired()
     const { upserts, removals } = diffPeers(desired, device.peers, Math.floor(Date.now() / 1000))
-    if (upserts.length > 0 || removals.length > 0) await opts.driver.setPeers(iface.name, upserts, removals)
     const known = new Set(device.peers.map(p => p.publicKey))
     const added = upserts.filter(p => !known.has(p.publicKey))
-    // A new peer would otherwise wait for traffic (or WireGuard's 5 s retry) before its first
-    // handshake; poking it now lets whichever side configures last complete the handshake at once.
-    await Promise.all(added.map(async p => {
-      const target = p.allowedIps[0]?.split('/')[0]
-      if (target !== undefined) await opts.driver.triggerHandshake(iface.name, target)
-    }))
+    // A new peer starts without keepalive: turning keepalive on sends a packet at once, so
+    // both sides would initiate together and their crossed handshakes stall for WireGuard's
+    // 5 s retry. The next pass (scheduled below) switches keepalive on.
+    const batch = upserts.map(p => known.has(p.publicKey) ? p : { ...p, persistentKeepalive: 0 })
+    if (batch.length > 0 || removals.length > 0) await opts.driver.setPeers(iface.name, batch, removals)
+    if (added.length > 0) {
+      startHandshakes(iface.name, device.publicKey, added)
+      setTimeout(() => schedule(0), HANDSHAKE_GRACE_MS).unref()
+    }
     const result = { added: added.length, updated: upserts.length - added.length, removed: removals.length, durationMs: performance.now() - started }
     if (upserts.length > 0 || removals.length > 0) opts.log.info(result, 'wireguard peers reconciled')
     opts.onApplied?.(result)
     return result
+  }
+
+  /**
+   * Make new peers handshake now instead of on first traffic. Exactly one side should start:
+   * the lower public key pokes at once; the higher waits a moment and pokes only if no
+   * handshake came (the other side may not have known us yet when it poked).
+   */
+  function startHandshakes (name: string, ownKey: string, peers: WgPeerConfig[]): void {
+    for (const peer of peers) {
+      const target = peer.allowedIps[0]?.split('/')[0]
+      if (target === undefined) continue
+      const poke = (): void => { void opts.driver.triggerHandshake(name, target).catch(() => {}) }
+      if (ownKey < peer.publicKey) { poke(); continue }
+      setTimeout(() => {
+        if (stopped) return
+        void opts.driver.read(name).then(device => {
+          if ((device?.peers.find(p => p.publicKey === peer.publicKey)?.latestHandshake ?? 0) === 0) poke()
+        }, () => {})
+      }, HANDSHAKE_STAGGER_MS).unref()
+    }
   }
 
   return {

@@ -67,16 +67,39 @@ describe('reconciler', () => {
     const r = createReconciler({ driver, iface: () => iface, desired: () => desired, log: silent, coalesceMs: 5, onApplied: () => runs.push(1) })
     await r.runNow()
     expect((await driver.read('wt0'))!.peers).toHaveLength(2)
+    await new Promise(resolve => setTimeout(resolve, 1300)) // staggered pokes, then the keepalive pass
     expect(driver.calls.filter(c => c.op === 'triggerHandshake')).toHaveLength(2)
     driver.clearCalls()
+    runs.length = 0
     const keep = desired[0]!
     desired = [keep, peer()]
     for (let i = 0; i < 20; i++) r.schedule()
     await new Promise(resolve => setTimeout(resolve, 60))
-    expect(runs).toHaveLength(2)
+    expect(runs).toHaveLength(1) // twenty schedules, one run
     expect(driver.touchedPeers('wt0').has(keep.publicKey)).toBe(false)
     const device = (await driver.read('wt0'))!
     expect(device.peers.map(p => p.publicKey).sort()).toEqual(desired.map(p => p.publicKey).sort())
+    r.stop()
+  })
+
+  it('adds new peers without keepalive, pokes only from one side, then turns keepalive on', async () => {
+    const driver = createMemoryDriver()
+    const ownKey = (await import('../../src/wireguard/keys.ts')).wgPublicKeyFromPrivate(iface.privateKey)
+    const keys = Array.from({ length: 40 }, key)
+    const lower = peer({ publicKey: keys.find(k => k < ownKey)!, allowedIps: ['10.223.0.3/32'] })
+    const higher = peer({ publicKey: keys.find(k => k > ownKey)!, allowedIps: ['10.223.0.4/32'] })
+    expect(lower.publicKey < ownKey && ownKey < higher.publicKey).toBe(true)
+    const r = createReconciler({ driver, iface: () => iface, desired: () => [lower, higher], log: silent })
+    await r.runNow()
+    const added = (await driver.read('wt0'))!.peers
+    expect(added.map(p => p.persistentKeepalive)).toEqual([0, 0])
+    await new Promise(resolve => setTimeout(resolve, 20))
+    // we hold the lower key than `higher`: we poke it at once; `lower` pokes us, so we wait
+    expect(driver.calls.filter(c => c.op === 'triggerHandshake').map(c => (c as { address: string }).address)).toEqual(['10.223.0.4'])
+    driver.simulateHandshake('wt0', lower.publicKey) // its handshake arrives within the stagger
+    await new Promise(resolve => setTimeout(resolve, 1300))
+    expect(driver.calls.filter(c => c.op === 'triggerHandshake')).toHaveLength(1)
+    expect((await driver.read('wt0'))!.peers.map(p => p.persistentKeepalive)).toEqual([25, 25])
     r.stop()
   })
 
