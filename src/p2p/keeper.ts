@@ -41,7 +41,8 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   // 15 s: after a partition the first redial comes within ~19 s (with jitter), cheap enough idle
   const cap = opts.maxBackoffMs ?? 15_000
   const targets = new Map<string, TargetState>()
-  const pskHints = new Map<string, number>()
+  /** per address: protected handshakes failed in a row although TCP answers */
+  const pskSuspects = new Map<string, { count: number, warnedAt: number }>()
   let stopped = false
   let bootstrapFailures = 0
   let bootstrapTimer: NodeJS.Timeout | undefined
@@ -68,6 +69,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       await host.peerStore.merge(id, { multiaddrs: state.addrs })
       await host.dial(id, { signal: AbortSignal.timeout(10_000) })
       state.failures = 0
+      for (const ma of state.addrs) { const t = tcpTarget(ma); if (t !== undefined) pskSuspects.delete(`${t.host}:${t.port}`) }
     } catch (err) {
       state.failures++
       const retryMs = backoff(state.failures)
@@ -99,18 +101,21 @@ export function createKeeper (opts: KeeperOptions): Keeper {
 
   /**
    * pnet has no MAC: a wrong PSK looks like a stalled or reset connection. If plain TCP to
-   * the same address works, the failure happened in the protected handshake.
+   * the same address works, the failure happened in the protected handshake. One such
+   * failure can be load; two in a row are worth a warning (at most once a minute).
    */
   async function hintPsk (addrs: Multiaddr[], err: unknown): Promise<void> {
     for (const ma of addrs) {
       const target = tcpTarget(ma)
       if (target === undefined) continue
       const key = `${target.host}:${target.port}`
-      const last = pskHints.get(key) ?? 0
-      if (Date.now() - last < 60_000) continue
-      if (await tcpReachable(target.host, target.port)) {
-        pskHints.set(key, Date.now())
-        log.warn({ address: key, err: errText(err) }, 'possible PSK mismatch: the TCP port answers but the protected handshake fails; check that both nodes use the same network key')
+      if (!await tcpReachable(target.host, target.port)) { pskSuspects.delete(key); continue }
+      const suspect = pskSuspects.get(key) ?? { count: 0, warnedAt: 0 }
+      suspect.count++
+      pskSuspects.set(key, suspect)
+      if (suspect.count >= 2 && Date.now() - suspect.warnedAt > 60_000) {
+        suspect.warnedAt = Date.now()
+        log.warn({ address: key, failures: suspect.count, err: errText(err) }, 'possible PSK mismatch: the TCP port answers but the protected handshake fails; check that both nodes use the same network key')
       }
     }
   }

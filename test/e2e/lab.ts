@@ -1089,3 +1089,16 @@ async function cli (argv: string[]): Promise<void> {
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   cli(process.argv.slice(2)).catch(err => { console.error(err); process.exit(1) })
 }
+
+/**
+ * Whether end-to-end suites should skip: only on a developer machine that lacks root or the
+ * tools. In CI (CI=true) they always run, so a missing prerequisite fails loudly.
+ */
+export function skipLab (): boolean {
+  const missing = labPrerequisites()
+  if (missing.length > 0 && process.env.CI !== 'true') {
+    console.warn(`skipping end-to-end tests: needs ${missing.join(', ')}`)
+    return true
+  }
+  return false
+}
