@@ -55,19 +55,21 @@ export async function initiateSync (stream: Stream, store: SyncStore, signal: Ab
   const digest = [...store.digest()]
   await lp.writeV([...chunks(digest, DIGEST_PER_FRAME).map(c => frame(TAG_DIGEST, c)), END], { signal })
   let received = 0
-  const wants: string[] = []
+  // A set: each wanted record is sent once, however often the peer names it (else one id,
+  // repeated, would draw 10,000 copies of a record of up to 4 KiB each).
+  const wants = new Set<string>()
   await readPhase(lp, signal, async (tag, body) => {
     if (tag === TAG_RECORD) {
       if (++received > MAX_SYNC_ENTRIES) throw new Error('peer sent too many records')
       await store.accept(body)
     } else if (tag === TAG_WANT) {
-      wants.push(...parseIds(body))
-      if (wants.length > MAX_SYNC_ENTRIES) throw new Error('peer wants too many records')
+      for (const peerId of parseIds(body)) wants.add(peerId)
+      if (wants.size > MAX_SYNC_ENTRIES) throw new Error('peer wants too many records')
     } else {
       throw new Error(`unexpected frame tag ${tag} from the responder`)
     }
   })
-  const sent = await sendRecords(lp, wants, store, signal)
+  const sent = await sendRecords(lp, [...wants], store, signal)
   await stream.close({ signal })
   return { sent, received }
 }

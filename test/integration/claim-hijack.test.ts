@@ -6,12 +6,12 @@ import { desiredPeers } from '../../src/reconciler/desired.ts'
 import type { NodeRecord } from '../../src/gossip/record.ts'
 import { ranges } from '../unit/fixtures.ts'
 import { createRng, fuzzSeed, seededNode } from '../unit/hostile.ts'
-import { rejectedSince, startMeshNode, testPsk, waitFor, type MeshNode } from './harness.ts'
+import { digestFrames, END, readPhase, recordFrame, rejectedSince, startMeshNode, testPsk, waitFor, type MeshNode } from './harness.ts'
 
 // Issue 4, item 6: a member announces another member's overlay address or WireGuard key,
 // validly signed by itself, and everyone else rejects it. Three in-process nodes wired like
 // the daemon: victim A, attacker M, observer O (built with the real createHost). M sends its
-// claims both ways records travel: gossip, and a sync stream.
+// claims every way records travel: gossip, a sync she starts, and a sync the others start.
 
 const SEED = fuzzSeed(0xc1a1_3a11)
 const psk = testPsk(0x17)
@@ -23,9 +23,15 @@ const ids = (node: MeshNode): string[] => node.membership.members().map(e => e.r
 beforeAll(async () => {
   console.log(`claim hijack test: seed ${SEED}`)
   const rng = createRng(SEED)
-  o = await startMeshNode(await seededNode('observer', rng), psk, { real: true })
-  a = await startMeshNode(await seededNode('alice', rng), psk, { real: false })
-  m = await startMeshNode(await seededNode('mallory', rng), psk, { real: false })
+  const observer = await seededNode('observer', rng)
+  const alice = await seededNode('alice', rng)
+  // Of two peers, the lower id starts the sync when the other's subscription arrives: mallory
+  // gets the highest, so that both others come to her when she resubscribes.
+  let mallory = await seededNode('mallory', rng)
+  while (mallory.peerId < observer.peerId || mallory.peerId < alice.peerId) mallory = await seededNode('mallory', rng)
+  o = await startMeshNode(observer, psk, { real: true })
+  a = await startMeshNode(alice, psk, { real: false })
+  m = await startMeshNode(mallory, psk, { real: false })
   await a.host.dial(o.addr)
   await m.host.dial(o.addr)
   await m.host.dial(a.addr)
@@ -71,23 +77,60 @@ describe('a member claiming another member\'s address or WireGuard key', () => {
       gossiped.push(signed.envelope)
       await m.gossip.publish(signed.envelope)
     }
-    // The same claims again (newer seqs), pushed through a sync stream to each of the others.
-    const synced: Uint8Array[] = []
-    for (const claim of claims) synced.push((await m.node.sign({ ...claim.overrides, seq: ++seq })).envelope)
+    // The same claims again (newer seqs), through a sync mallory starts. The responder takes
+    // only the records it WANTs, so her digest announces her own id and made-up ones, all newer
+    // than anything held: each target wants as many records as she has claims. One more record
+    // than that is refused, unjudged.
+    const initiated: Uint8Array[] = []
+    for (const claim of claims) initiated.push((await m.node.sign({ ...claim.overrides, seq: ++seq })).envelope)
+    const surplus = (await m.node.sign({ ...claims[0]!.overrides, seq: ++seq })).envelope
+    const announced: Array<[string, number]> = [[m.node.peerId, Number.MAX_SAFE_INTEGER]]
+    for (let i = 1; i < claims.length; i++) announced.push([`12D3KooWdecoy${i}`, 1 + i])
     for (const target of [a, o]) {
       const stream = await m.host.dialProtocol(target.addr, SYNC_PROTOCOL)
       const lp = lpStream(stream)
-      await lp.writeV([...synced, new Uint8Array(0)])
-      for (;;) { if ((await lp.read({ signal: AbortSignal.timeout(5000) })).byteLength === 0) break }
-      await stream.close()
+      await lp.writeV([...digestFrames(announced), END])
+      const reply = await readPhase(lp)
+      expect(reply.wants.sort()).toEqual(announced.map(([id]) => id).sort())
+      // It sends what mallory's digest lacks: its own record and the third node's.
+      expect(reply.records).toHaveLength(2)
+      await lp.writeV([...[...initiated, surplus].map(recordFrame), END]).catch(() => {})
+      await waitFor('the target to drop the stream at the surplus record', () => stream.status !== 'open')
     }
 
-    await waitFor('alice to judge every claim', () => a.gossip.stats.received >= received.a + 2 * claims.length)
-    await waitFor('the observer to judge every claim', () => o.gossip.stats.received >= received.o + 2 * claims.length)
+    // And once more (newer seqs still), answering syncs the others start: mallory swaps in her
+    // own sync handler and resubscribes to the topic, which makes both (lower ids) sync with her.
+    const answered: Uint8Array[] = []
+    for (const claim of claims) answered.push((await m.node.sign({ ...claim.overrides, seq: ++seq })).envelope)
+    const servedTo: string[] = []
+    await m.host.unhandle(SYNC_PROTOCOL)
+    await m.host.handle(SYNC_PROTOCOL, async (stream, connection) => {
+      const lp = lpStream(stream)
+      try {
+        const digest = await readPhase(lp)
+        expect(digest.digest.map(([id]) => id)).toContain(m.node.peerId)
+        await lp.writeV([...answered.map(recordFrame), END])
+        await readPhase(lp) // it wants nothing: an empty phase
+        await stream.close()
+        servedTo.push(connection.remotePeer.toString())
+      } catch (err) {
+        stream.abort(err as Error)
+      }
+    })
+    const pubsub = m.host.services.pubsub
+    pubsub.unsubscribe(RECORD_TOPIC)
+    pubsub.subscribe(RECORD_TOPIC)
+    await waitFor('alice and the observer to sync with mallory', () => servedTo.length === 2)
+    expect(servedTo.sort()).toEqual([a.node.peerId, o.node.peerId].sort())
+
+    await waitFor('alice to judge every claim', () => a.gossip.stats.received >= received.a + 3 * claims.length)
+    await waitFor('the observer to judge every claim', () => o.gossip.stats.received >= received.o + 3 * claims.length)
+    expect(a.gossip.stats.received).toBe(received.a + 3 * claims.length)
+    expect(o.gossip.stats.received).toBe(received.o + 3 * claims.length)
 
     // Both rejected every claim, each for the stated reason (alice sees her own key as "ours").
     const want: Record<string, number> = {}
-    for (const claim of claims) want[claim.reason] = (want[claim.reason] ?? 0) + 2
+    for (const claim of claims) want[claim.reason] = (want[claim.reason] ?? 0) + 3
     expect(rejectedSince(o.gossip, counted.o)).toEqual(want)
     expect(rejectedSince(a.gossip, counted.a)).toEqual(want)
     for (const claim of claims) {
@@ -119,7 +162,7 @@ describe('a member claiming another member\'s address or WireGuard key', () => {
     expect(malloryPeer?.allowedIps).not.toContain(`${victim.ipv6.address}/128`)
     expect(malloryPeer?.allowedIps).not.toContain(`${victim.ipv4!.address}/32`)
     expect(peers.filter(p => p.publicKey === a.node.wgPublicKey)).toHaveLength(1)
-    console.log(`claim hijack: ${claims.length} claims x 2 paths rejected by alice and the observer:`, want)
+    console.log(`claim hijack: ${claims.length} claims x 3 paths rejected by alice and the observer:`, want)
   })
 
   it('an honest update from the same member still gets through afterwards', async () => {

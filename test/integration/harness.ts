@@ -8,6 +8,7 @@ import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
 import { preSharedKey } from '@libp2p/pnet'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { lpStream } from '@libp2p/utils'
 import type { PrivateKey } from '@libp2p/interface'
 import { pino } from 'pino'
 import { createHost, type Host } from '../../src/p2p/host.ts'
@@ -79,7 +80,7 @@ export interface MeshNode {
  * A node with a Membership and startGossip wired like the daemon. `real` builds its host
  * with src/p2p/host.ts createHost (it can be dialled, not dial loopback).
  */
-export async function startMeshNode (node: TestNode, psk: Psk, opts: { real: boolean, seq?: number }): Promise<MeshNode> {
+export async function startMeshNode (node: TestNode, psk: Psk, opts: { real: boolean, seq?: number, antiEntropySeconds?: number }): Promise<MeshNode> {
   const port = await freePort()
   const listen = [`/ip4/127.0.0.1/tcp/${port}`]
   const host = opts.real
@@ -93,7 +94,8 @@ export async function startMeshNode (node: TestNode, psk: Psk, opts: { real: boo
     log: silentLog,
     accept: async (envelope, author) => await membership.acceptEnvelope(envelope, author),
     digest: () => membership.digest(),
-    envelope: peerId => membership.envelope(peerId)
+    envelope: peerId => membership.envelope(peerId),
+    antiEntropySeconds: opts.antiEntropySeconds
   })
   if (host.status !== 'started') await host.start()
   await gossip.publish(own.envelope)
@@ -142,4 +144,70 @@ export function rejectedSince (gossip: Gossip, before: Gossip['stats']['rejected
     if (delta !== 0) out[reason] = delta
   }
   return out
+}
+
+// The sync protocol's framing (src/gossip/sync.ts), for tests that speak it by hand: length-
+// prefixed frames, the first byte a tag, an empty frame ends a phase. Initiator: DIGEST frames
+// ([peerId, seq] pairs, 40 a frame); responder: RECORD frames and WANT frames (peer ids, 60 a
+// frame); initiator: the wanted RECORD frames.
+
+export type Lp = ReturnType<typeof lpStream>
+export const TAG_DIGEST = 1
+export const TAG_RECORD = 2
+export const TAG_WANT = 3
+export const END = new Uint8Array(0)
+
+export function tagged (tag: number, body: Uint8Array | string): Uint8Array {
+  const bytes = typeof body === 'string' ? new TextEncoder().encode(body) : body
+  const out = new Uint8Array(bytes.length + 1)
+  out[0] = tag
+  out.set(bytes, 1)
+  return out
+}
+
+export const jsonFrame = (tag: number, value: unknown): Uint8Array => tagged(tag, JSON.stringify(value))
+export const recordFrame = (envelope: Uint8Array): Uint8Array => tagged(TAG_RECORD, envelope)
+
+export function chunked<T> (items: readonly T[], size: number): T[][] {
+  const out: T[][] = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
+}
+
+export const digestFrames = (entries: ReadonlyArray<readonly [string, number]>): Uint8Array[] => chunked(entries, 40).map(c => jsonFrame(TAG_DIGEST, c))
+export const wantFrames = (ids: readonly string[]): Uint8Array[] => chunked(ids, 60).map(c => jsonFrame(TAG_WANT, c))
+
+/** One phase as received, frame by frame. */
+export interface Phase {
+  digest: Array<[string, number]>
+  records: Uint8Array[]
+  wants: string[]
+  /** entries per DIGEST frame and ids per WANT frame, in order */
+  digestSizes: number[]
+  wantSizes: number[]
+}
+
+/** Read frames up to the empty one that ends the phase. */
+export async function readPhase (lp: Lp, timeoutMs = 5000): Promise<Phase> {
+  const phase: Phase = { digest: [], records: [], wants: [], digestSizes: [], wantSizes: [] }
+  const signal = AbortSignal.timeout(timeoutMs)
+  const json = (body: Uint8Array): unknown[] => JSON.parse(new TextDecoder().decode(body)) as unknown[]
+  for (;;) {
+    const data = (await lp.read({ signal })).subarray()
+    if (data.length === 0) return phase
+    const body = data.subarray(1)
+    if (data[0] === TAG_RECORD) {
+      phase.records.push(body.slice())
+    } else if (data[0] === TAG_DIGEST) {
+      const entries = json(body) as Array<[string, number]>
+      phase.digest.push(...entries)
+      phase.digestSizes.push(entries.length)
+    } else if (data[0] === TAG_WANT) {
+      const ids = json(body) as string[]
+      phase.wants.push(...ids)
+      phase.wantSizes.push(ids.length)
+    } else {
+      throw new Error(`unknown sync frame tag ${String(data[0])}`)
+    }
+  }
 }
