@@ -126,6 +126,8 @@ export interface DaemonHandle {
 export interface SpawnDaemonOptions {
   bin?: string // defaults to dist/w2wesher.mjs
   env?: NodeJS.ProcessEnv
+  // argv placed before `node` inside the namespace, e.g. setpriv … -- (must exec, not fork)
+  wrap?: string[]
 }
 
 export interface JoinArgsOptions {
@@ -779,7 +781,7 @@ class LabImpl implements Lab {
     const fd = openSync(logFile, 'a', 0o600)
     // A file, not a pipe: the log survives us, and a slow reader can never block the daemon.
     // `ip netns exec` execs (no fork), so child.pid is the daemon itself.
-    const child = spawn('ip', ['netns', 'exec', n.ns, process.execPath, bin, ...args], {
+    const child = spawn('ip', ['netns', 'exec', n.ns, ...(opts.wrap ?? []), process.execPath, bin, ...args], {
       stdio: ['ignore', fd, fd], env: { ...CHILD_ENV, ...opts.env }
     })
     closeSync(fd)
