@@ -1,4 +1,4 @@
-import { chmod, mkdir, open, rename, rm, stat } from 'node:fs/promises'
+import { access, chmod, constants, mkdir, open, rename, rm, stat } from 'node:fs/promises'
 import { dirname, basename, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 
@@ -7,6 +7,11 @@ export async function ensurePrivateDir (path: string): Promise<void> {
   await mkdir(path, { recursive: true, mode: 0o700 })
   const info = await stat(path)
   if (!info.isDirectory()) throw new Error(`${path} exists and is not a directory`)
+  try {
+    await access(path, constants.R_OK | constants.W_OK | constants.X_OK)
+  } catch {
+    throw new Error(`${path} is owned by uid ${info.uid} and not writable by this user (uid ${process.getuid?.() ?? '?'}): chown it to the daemon's user`)
+  }
   if ((info.mode & 0o077) !== 0) await chmod(path, 0o700)
 }
 
