@@ -10,6 +10,7 @@ import { preSharedKey } from '@libp2p/pnet'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Psk } from '../config/psk.ts'
+import { bigIntToIp, ipToBigInt } from '../membership/ipam.ts'
 
 // The libp2p stack: TCP, gated by the network PSK (pnet), then Noise and yamux. Gossipsub
 // carries record changes; identify tells each side the address the other sees.
@@ -58,9 +59,13 @@ export async function createHost (opts: HostOptions) {
 }
 
 
+/** The IP of a multiaddr; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 it is. */
 export function ipOf (ma: Multiaddr): string | undefined {
   const c = ma.getComponents()[0]
-  return c !== undefined && (c.name === 'ip4' || c.name === 'ip6') ? c.value : undefined
+  if (c === undefined || (c.name !== 'ip4' && c.name !== 'ip6') || c.value === undefined) return undefined
+  if (c.name === 'ip4') return c.value
+  const n = ipToBigInt(c.value)
+  return n >> 32n === 0xffffn ? bigIntToIp(n & 0xffffffffn, 4) : c.value
 }
 
 function isLoopbackOrLinkLocal (ip: string): boolean {
