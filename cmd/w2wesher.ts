@@ -39,6 +39,9 @@ function daemonOptions (cmd: Command): Command {
     .option('--refresh-seconds <seconds>', 'how often the record is re-announced as a liveness signal (default 300)')
     .option('--expiry-seconds <seconds>', 'forget a member not heard from for this long (default 604800, 7 days)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']))
+    .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9586 (default off)')
+    .option('--hosts-file <path>', 'keep a managed block of member names in this hosts file, e.g. /etc/hosts (default off)')
+    .option('--hosts-domain <domain>', 'domain of the names in the hosts file block (default wesh)')
 }
 
 interface DaemonFlags {
@@ -58,6 +61,9 @@ interface DaemonFlags {
   refreshSeconds?: string
   expirySeconds?: string
   logLevel?: string
+  metricsListen?: string
+  hostsFile?: string
+  hostsDomain?: string
 }
 
 async function runDaemon (flags: DaemonFlags): Promise<void> {

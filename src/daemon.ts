@@ -18,6 +18,8 @@ import type { Logger } from './log.ts'
 import { decodeEnvelope, encodeEnvelope, forgetState, loadState, saveState } from './state/store.ts'
 import { serveControl } from './control/socket.ts'
 import type { StatusReport } from './control/status.ts'
+import { createMetrics, serveMetrics, type MetricsServer } from './metrics/metrics.ts'
+import { createHostsWriter, type HostsWriter } from './hosts/hosts.ts'
 
 // Wires the data flow together: config → identity → p2p host → gossip → membership →
 // reconciler → WireGuard driver. Each arrow is one of the calls below; nothing else talks
@@ -95,9 +97,21 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     return undefined
   }
 
+  // Metrics (opt-in) read everything at scrape time; only reconcile outcomes are pushed.
+  let lastMembershipChangeMs = Date.now()
+  const metrics = config.metricsListen === undefined
+    ? undefined
+    : createMetrics(async () => ({
+      members: (await status()).members.map(m => ({ peerId: m.peerId, name: m.name, connected: m.connected, stale: m.state === 'stale', handshakeAgeSeconds: m.handshakeAgeSeconds })),
+      gossip: gossip?.stats ?? { received: 0, published: 0, rejected: {} },
+      lastMembershipChangeMs
+    }))
+
   const reconciler = createReconciler({
     driver,
     log,
+    onApplied: result => metrics?.reconcileApplied(result),
+    onFailed: () => metrics?.reconcileFailed(),
     iface: ifaceConfig,
     desired: () => desiredPeers({
       members: membership.members().map(e => e.record),
@@ -169,6 +183,22 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     if (saveTimer === undefined) saveTimer = setTimeout(() => { void saveNow() }, 500)
   }
 
+  // Names of members in a hosts file block (opt-in), rewritten when membership changes.
+  const hosts: HostsWriter | undefined = config.hostsFile === undefined
+    ? undefined
+    : createHostsWriter({
+      path: config.hostsFile,
+      iface: config.interface,
+      domain: config.hostsDomain,
+      log,
+      entries: () => [
+        { peerId: self, name: config.name, ipv6: claims.ipv6.address, ipv4: claims.ipv4?.address },
+        ...membership.members().map(({ record }) => ({ peerId: record.peerId, name: record.name, ipv6: record.ipv6.address, ipv4: record.ipv4?.address }))
+      ]
+    })
+  // Record refreshes also fire onChange; only names and addresses count as a membership change.
+  let membershipKey = ''
+
   let keeper: Keeper | undefined
   const known = new Set<string>()
   const onMembershipChange = (): void => {
@@ -187,6 +217,12 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     if (reviewClaims()) void announce()
     reconciler.schedule()
     saveSoon()
+    const key = JSON.stringify([claims.ipv6.address, claims.ipv4?.address, members.map(({ record: r }) => [r.peerId, r.name, r.ipv6.address, r.ipv4?.address]).sort()])
+    if (key !== membershipKey) {
+      membershipKey = key
+      lastMembershipChangeMs = Date.now()
+      hosts?.schedule()
+    }
   }
   membership.onChange(onMembershipChange)
 
@@ -273,6 +309,14 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     }
   }
 
+  // Started last: the endpoint must not serve before status() can answer. A bind failure is
+  // fatal (the operator asked for metrics), like a bad config value.
+  let metricsServer: MetricsServer | undefined
+  if (metrics !== undefined && config.metricsListen !== undefined) {
+    metricsServer = await serveMetrics(metrics, config.metricsListen, err => log.warn({ err: String(err) }, 'metrics scrape failed'))
+    log.info({ address: metricsServer.address }, 'serving metrics at /metrics')
+  }
+
   /** Leave for good: tell the mesh (tombstone), remove the interface, forget the mesh state. */
   const leave = async (): Promise<void> => {
     log.info('leaving the mesh')
@@ -281,6 +325,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     // gossipsub writes asynchronously: give the tombstone a moment on the wire
     await new Promise(resolve => setTimeout(resolve, 300))
     await shutdown()
+    await hosts?.remove()
     await driver.destroy(config.interface)
     await forgetState(config.stateDir)
     log.info({ interface: config.interface }, 'left the mesh; interface removed')
@@ -293,6 +338,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     if (refreshTimer !== undefined) clearTimeout(refreshTimer)
     clearInterval(expiryTimer)
     control.close()
+    hosts?.stop()
+    await metricsServer?.close()
     keeper?.stop()
     reconciler.stop()
     await gossip?.stop()

@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml'
 import { parsePsk, type Psk } from './psk.ts'
 import { DEFAULT_PORT, parseBootstrap, parseListen } from './addresses.ts'
 import { ipv4Range, type OverlayRange } from '../membership/ipam.ts'
+import { parseListenAddress, type ListenAddress } from '../metrics/listen.ts'
 
 // Configuration comes from flags > environment > YAML file > defaults. Every value is
 // validated once here; an error names the field and every place it can be set.
@@ -31,7 +32,10 @@ const FIELDS = {
   wireguardGo: { flag: '--wireguard-go', env: 'W2WESHER_WIREGUARD_GO' },
   refreshSeconds: { flag: '--refresh-seconds', env: 'W2WESHER_REFRESH_SECONDS' },
   expirySeconds: { flag: '--expiry-seconds', env: 'W2WESHER_EXPIRY_SECONDS' },
-  logLevel: { flag: '--log-level', env: 'W2WESHER_LOG_LEVEL' }
+  logLevel: { flag: '--log-level', env: 'W2WESHER_LOG_LEVEL' },
+  metricsListen: { flag: '--metrics-listen', env: 'W2WESHER_METRICS_LISTEN' },
+  hostsFile: { flag: '--hosts-file', env: 'W2WESHER_HOSTS_FILE' },
+  hostsDomain: { flag: '--hosts-domain', env: 'W2WESHER_HOSTS_DOMAIN' }
 } as const
 
 export type Field = keyof typeof FIELDS
@@ -52,6 +56,11 @@ export interface Config {
   refreshSeconds: number
   expirySeconds: number
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error'
+  /** Prometheus endpoint address; undefined = off */
+  metricsListen?: ListenAddress
+  /** hosts file holding our managed name block; undefined = off */
+  hostsFile?: string
+  hostsDomain: string
 }
 
 const list = z.preprocess(
@@ -78,7 +87,10 @@ const schema = z.object({
   wireguardGo: z.string().min(1).default('wireguard-go'),
   refreshSeconds: int(10, 86_400).default(300),
   expirySeconds: int(60, 10 * 365 * 86_400).default(7 * 86_400),
-  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info')
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
+  metricsListen: z.string().optional(),
+  hostsFile: z.string().min(1, 'must be a file path').optional(),
+  hostsDomain: z.string().regex(/^(?=.{1,200}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'must be a DNS domain such as "wesh" or "mesh.example"').transform(d => d.toLowerCase()).default('wesh')
 }).strict()
 
 export interface ConfigSources {
@@ -142,7 +154,12 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
     wireguardGo: c.wireguardGo,
     refreshSeconds: c.refreshSeconds,
     expirySeconds: c.expirySeconds,
-    logLevel: c.logLevel
+    logLevel: c.logLevel,
+    metricsListen: c.metricsListen === undefined || c.metricsListen === '' || c.metricsListen === 'off'
+      ? undefined
+      : attempt('metricsListen', () => parseListenAddress(c.metricsListen!)),
+    hostsFile: c.hostsFile,
+    hostsDomain: c.hostsDomain
   }
 }
 

@@ -18,6 +18,7 @@ export interface ReconcilerOptions {
   coalesceMs?: number
   resyncMs?: number
   onApplied?: (result: ReconcileResult) => void
+  onFailed?: (err: unknown) => void
 }
 
 export interface ReconcileResult {
@@ -68,6 +69,7 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
       appliedIface = undefined
       const retryMs = Math.min(30_000, 250 * 2 ** Math.min(failures, 7))
       opts.log.warn({ err: String(err), retryMs }, 'reconcile failed; will retry')
+      opts.onFailed?.(err)
       setTimeout(() => schedule(0), retryMs).unref()
       throw err
     } finally {

@@ -106,8 +106,10 @@ describe('reconciler', () => {
   it('retries after a failure', async () => {
     const driver = createMemoryDriver()
     driver.failNext('setPeers', new Error('boom'))
-    const r = createReconciler({ driver, iface: () => iface, desired: () => [peer()], log: silent })
+    const failures: unknown[] = []
+    const r = createReconciler({ driver, iface: () => iface, desired: () => [peer()], log: silent, onFailed: err => failures.push(err) })
     await expect(r.runNow()).rejects.toThrow('boom')
+    expect(failures).toHaveLength(1)
     await new Promise(resolve => setTimeout(resolve, 700))
     expect((await driver.read('wt0'))!.peers).toHaveLength(1)
     r.stop()
