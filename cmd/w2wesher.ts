@@ -1,14 +1,14 @@
 #!/usr/bin/env node
 import '../src/polyfill.ts'
 import { Command, Option } from 'commander'
-import { ConfigError, loadConfig, type RawConfig } from '../src/config/config.ts'
 import { generatePsk } from '../src/config/psk.ts'
-import { createLogger } from '../src/log.ts'
+import type { RawConfig } from '../src/config/config.ts'
 import type { ControlRequest } from '../src/control/socket.ts'
 import type { StatusReport } from '../src/control/status.ts'
 
 // Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage, 3 no daemon running.
-// Errors are one line on stderr, prefixed "w2wesher:".
+// Errors are one line on stderr, prefixed "w2wesher:". Everything heavier than commander is
+// imported where it is used, so `genpsk`, `status` and `leave` start fast.
 
 const program = new Command('w2wesher')
   .description('Self-organising, encrypted full-mesh WireGuard overlay')
@@ -68,6 +68,8 @@ interface DaemonFlags {
 
 async function runDaemon (flags: DaemonFlags): Promise<void> {
   const { config: file, ...rest } = flags
+  const { ConfigError, loadConfig } = await import('../src/config/config.ts')
+  const { createLogger } = await import('../src/log.ts')
   let config
   try {
     config = await loadConfig({ flags: rest as RawConfig, env: process.env, file: file ?? process.env.W2WESHER_CONFIG })
@@ -123,6 +125,21 @@ async function control (stateDir: string, request: ControlRequest): Promise<unkn
     fail(err instanceof NoDaemonError ? 3 : 1, (err as Error).message)
   }
 }
+
+program.command('init')
+  .description('create a new network: write a config file with a fresh key and print the command other nodes run to join')
+  .option('--config <path>', 'where to write the config file', '/etc/w2wesher/config.yaml')
+  .option('--overlay-ipv4 <cidr|off>', 'IPv4 overlay range', '10.223.0.0/16')
+  .option('--state-dir <dir>', 'state directory to put in the config')
+  .option('--force', 'replace an existing config file')
+  .action(async (flags: { config: string, overlayIpv4: string, stateDir?: string, force?: boolean }) => {
+    const { initNetwork } = await import('../src/config/init.ts')
+    try {
+      process.stdout.write(await initNetwork({ path: flags.config, overlayIpv4: flags.overlayIpv4, stateDir: flags.stateDir, force: flags.force === true }))
+    } catch (err) {
+      fail(2, (err as Error).message)
+    }
+  })
 
 program.command('status')
   .description('show this node and every member, read from the running daemon')
