@@ -34,6 +34,8 @@ interface TargetState {
 }
 
 const TIE_YIELD_MS = 750
+/** how long a bootstrap connection may go without teaching us a member before we redial */
+const BOOTSTRAP_SYNC_GRACE_MS = 15_000
 
 export function createKeeper (opts: KeeperOptions): Keeper {
   const { host, log } = opts
@@ -82,13 +84,26 @@ export function createKeeper (opts: KeeperOptions): Keeper {
     state.dialing = false
   }
 
+  /**
+   * Bootstrap addresses matter until we know a member. A connection alone is not enough: if
+   * the first sync over it never completed, we still know nobody, so after a grace period
+   * the bootstrap connections are closed and dialled afresh (a new connection syncs again).
+   */
   async function dialBootstrap (): Promise<void> {
     bootstrapTimer = undefined
-    if (stopped || opts.bootstrap.length === 0 || host.getConnections().length > 0) return
+    if (stopped || opts.bootstrap.length === 0 || targets.size > 0) return
     const addrs = opts.bootstrap.map(a => multiaddr(a))
     const results = await Promise.allSettled(addrs.map(async a => await host.dial(a, { signal: AbortSignal.timeout(10_000) })))
-    if (results.some(r => r.status === 'fulfilled')) {
+    const connections = results.flatMap(r => r.status === 'fulfilled' ? [r.value] : [])
+    if (connections.length > 0) {
       log.info({ bootstrap: opts.bootstrap }, 'connected to bootstrap')
+      bootstrapFailures = 0
+      bootstrapTimer = setTimeout(() => {
+        bootstrapTimer = undefined
+        if (stopped || targets.size > 0) return
+        log.warn({ bootstrap: opts.bootstrap }, 'connected to bootstrap but learned no member yet; reconnecting')
+        void Promise.allSettled(connections.map(async c => { await c.close() })).then(async () => { await dialBootstrap() })
+      }, BOOTSTRAP_SYNC_GRACE_MS)
       return
     }
     bootstrapFailures++
@@ -122,6 +137,10 @@ export function createKeeper (opts: KeeperOptions): Keeper {
 
   host.addEventListener('peer:disconnect', evt => {
     const peerId = evt.detail.toString()
+    // lost the bootstrap before learning anybody: start over
+    if (targets.size === 0 && bootstrapTimer === undefined && host.getConnections().length === 0) {
+      bootstrapTimer = setTimeout(() => { void dialBootstrap() }, backoff(0))
+    }
     if (!targets.has(peerId)) return
     const first = backoff(0) + (opts.self < peerId ? 0 : TIE_YIELD_MS)
     schedule(peerId, first)
