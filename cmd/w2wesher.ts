@@ -36,6 +36,7 @@ function daemonOptions (cmd: Command): Command {
     .option('--name <name>', 'node name shown to others (default: hostname)')
     .option('--persistent-keepalive <seconds>', 'WireGuard PersistentKeepalive, 0 = off (default 25)')
     .option('--wireguard-go <path>', 'userspace WireGuard binary when the kernel has none')
+    .addOption(new Option('--wireguard-mode <mode>', 'kernel device, userspace wireguard-go, or auto (kernel when available)').choices(['auto', 'kernel', 'userspace']))
     .option('--refresh-seconds <seconds>', 'how often the record is re-announced as a liveness signal (default 300)')
     .option('--expiry-seconds <seconds>', 'forget a member not heard from for this long (default 604800, 7 days)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']))
@@ -58,6 +59,7 @@ interface DaemonFlags {
   name?: string
   persistentKeepalive?: string
   wireguardGo?: string
+  wireguardMode?: string
   refreshSeconds?: string
   expirySeconds?: string
   logLevel?: string

@@ -52,6 +52,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const isOverlayAddress = (ip: string): boolean => inRange(ranges.ipv6, ip) || (ranges.ipv4 !== undefined && inRange(ranges.ipv4, ip))
   const driver = opts.driver ?? createSystemDriver({
     wireguardGo: config.wireguardGo,
+    mode: config.wireguardMode,
     log: (level, msg, fields) => log[level](fields ?? {}, msg)
   })
   const membership = new Membership({ self, selfWgPublicKey: identity.wgPublicKey, ipv6Range: ranges.ipv6, ipv4Range: ranges.ipv4 })

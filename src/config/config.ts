@@ -30,6 +30,7 @@ const FIELDS = {
   name: { flag: '--name', env: 'W2WESHER_NAME' },
   persistentKeepalive: { flag: '--persistent-keepalive', env: 'W2WESHER_PERSISTENT_KEEPALIVE' },
   wireguardGo: { flag: '--wireguard-go', env: 'W2WESHER_WIREGUARD_GO' },
+  wireguardMode: { flag: '--wireguard-mode', env: 'W2WESHER_WIREGUARD_MODE' },
   refreshSeconds: { flag: '--refresh-seconds', env: 'W2WESHER_REFRESH_SECONDS' },
   expirySeconds: { flag: '--expiry-seconds', env: 'W2WESHER_EXPIRY_SECONDS' },
   logLevel: { flag: '--log-level', env: 'W2WESHER_LOG_LEVEL' },
@@ -53,6 +54,7 @@ export interface Config {
   name: string
   persistentKeepalive: number
   wireguardGo: string
+  wireguardMode: 'auto' | 'kernel' | 'userspace'
   refreshSeconds: number
   expirySeconds: number
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error'
@@ -85,6 +87,7 @@ const schema = z.object({
   name: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/, 'must be a hostname label (letters, digits, ".", "_", "-")').optional(),
   persistentKeepalive: int(0, 65535).default(25),
   wireguardGo: z.string().min(1).default('wireguard-go'),
+  wireguardMode: z.enum(['auto', 'kernel', 'userspace']).default('auto'),
   refreshSeconds: int(10, 86_400).default(300),
   expirySeconds: int(60, 10 * 365 * 86_400).default(7 * 86_400),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
@@ -152,6 +155,7 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
     name: c.name ?? sanitizeName(hostname()),
     persistentKeepalive: c.persistentKeepalive,
     wireguardGo: c.wireguardGo,
+    wireguardMode: c.wireguardMode,
     refreshSeconds: c.refreshSeconds,
     expirySeconds: c.expirySeconds,
     logLevel: c.logLevel,
