@@ -84,33 +84,53 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
     }
   }, { runOnLimitedConnection: false })
 
-  async function syncWith (connection: Connection, attempt = 1): Promise<void> {
+  /** One sync with the peer, retried while the connection lives (the peer may be starting). */
+  async function syncWith (connection: Connection): Promise<void> {
     const peer = connection.remotePeer.toString()
-    let stream: Stream | undefined
-    try {
-      const signal = AbortSignal.timeout(SYNC_TIMEOUT_MS)
-      stream = await connection.newStream(SYNC_PROTOCOL, { signal })
-      const result = await initiateSync(stream, storeFor(peer), signal)
-      stats.syncs++
-      log.debug({ peer, ...result }, 'synced membership')
-    } catch (err) {
-      log.debug({ peer, err: String(err), attempt }, 'sync failed')
-      stream?.abort(err as Error)
-      // The other side may still be starting up: retry a few times while the connection lives.
-      if (attempt < SYNC_ATTEMPTS && connection.status === 'open') {
-        setTimeout(() => { void syncWith(connection, attempt + 1) }, 250 * attempt)
+    for (let attempt = 1; attempt <= SYNC_ATTEMPTS && connection.status === 'open'; attempt++) {
+      let stream: Stream | undefined
+      try {
+        const signal = AbortSignal.timeout(SYNC_TIMEOUT_MS)
+        stream = await connection.newStream(SYNC_PROTOCOL, { signal })
+        const result = await initiateSync(stream, storeFor(peer), signal)
+        stats.syncs++
+        log.debug({ peer, ...result }, 'synced membership')
+        return
+      } catch (err) {
+        log.debug({ peer, err: String(err), attempt }, 'sync failed')
+        stream?.abort(err as Error)
+        await new Promise(resolve => setTimeout(resolve, 250 * attempt))
       }
     }
   }
 
+  // At most one sync per peer at a time: triggers that arrive meanwhile (a peer toggling its
+  // subscription, say) fold into one more sync afterwards, on the newest connection they came
+  // with or else any open one: the running sync's own connection may be gone by then (the peer
+  // reconnected, a duplicate connection was pruned) while the peer is still there.
+  const inFlight = new Map<string, { again?: Connection }>()
+  function requestSync (connection: Connection): void {
+    const peer = connection.remotePeer.toString()
+    const running = inFlight.get(peer)
+    if (running !== undefined) { running.again = connection; return }
+    const state: { again?: Connection } = {}
+    inFlight.set(peer, state)
+    void syncWith(connection).finally(() => {
+      inFlight.delete(peer)
+      if (state.again === undefined) return
+      const next = state.again.status === 'open' ? state.again : host.getConnections(connection.remotePeer).find(c => c.status === 'open')
+      if (next !== undefined) requestSync(next)
+    })
+  }
+
   const syncPeer = (peerId: PeerId): void => {
     const connection = host.getConnections(peerId).find(c => c.status === 'open')
-    if (connection !== undefined) void syncWith(connection)
+    if (connection !== undefined) requestSync(connection)
   }
 
   // 1. A new connection: the dialling side syncs.
   const onConnection = (evt: CustomEvent<Connection>): void => {
-    if (evt.detail.direction === 'outbound') void syncWith(evt.detail)
+    if (evt.detail.direction === 'outbound') requestSync(evt.detail)
   }
   host.addEventListener('connection:open', onConnection)
 

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { lpStream } from '@libp2p/utils'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import type { Stream } from '@libp2p/interface'
+import type { PeerId, Stream } from '@libp2p/interface'
 import { RECORD_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/gossip.ts'
 import { MAX_SYNC_ENTRIES } from '../../src/gossip/sync.ts'
 import { openRecord, MAX_ENVELOPE_BYTES } from '../../src/gossip/record.ts'
@@ -43,6 +43,9 @@ let shadow: Membership
 const legitSnapshot = (table: Membership): string[] =>
   table.all().map(e => `${e.record.peerId}:${e.record.seq}:${Buffer.from(e.envelope).toString('base64')}`).sort()
 let before: string[]
+
+/** The rogue's phase that never ends (first test), and where the victim stood with the rogue then. */
+let rogueHang: { hung: Watch & { what: string }, streams: number, syncs: number, triggers: number } | undefined
 
 /** Streams left hanging on purpose: the victim must drop each one by its sync timeout. */
 const hanging: Array<{ what: string, watch: Watch }> = []
@@ -181,8 +184,10 @@ function servingRaw (what: string, bytes: Uint8Array): Scenario {
 
 /**
  * Make the victim start syncs with the rogue, one per scenario: the rogue resubscribes to the
- * record topic, and the victim (the lower id) syncs with it; each failed sync is retried, up
- * to four attempts. Waits until every scenario has ended, except those meant to hang.
+ * record topic, and the victim (the lower id) syncs with it, after any sync with the rogue that
+ * still runs (one at a time). A failed attempt is retried in turn, up to four attempts: one call
+ * takes up to four scenarios, all but the last failing. Waits until every scenario has ended,
+ * except those meant to hang.
  */
 async function victimSyncs (scenarios: Scenario[], hangs: string[] = []): Promise<Record<string, string>> {
   const from = served.length
@@ -201,6 +206,42 @@ async function victimSyncs (scenarios: Scenario[], hangs: string[] = []): Promis
   return outcomes
 }
 
+/**
+ * A plain host, no gossip wiring, with a peer id above the victim's: of two peers, the lower
+ * one starts the sync when the other's subscription arrives.
+ */
+async function higherIdHost (): Promise<Host> {
+  let key = await generateKeyPairFromSeed('Ed25519', rng.bytes(32))
+  while (peerIdFromPrivateKey(key).toString() < ctx.observer.peerId) key = await generateKeyPairFromSeed('Ed25519', rng.bytes(32))
+  return await testHost(key, psk, ['/ip4/127.0.0.1/tcp/0'])
+}
+
+type SubscriptionChange = CustomEvent<{ peerId: PeerId, subscriptions: Array<{ topic: string, subscribe: boolean }> }>
+
+/**
+ * The rogue drops and renews its subscription to the record topic `n` times in a row; resolves
+ * once the victim has seen all `n` renewals arrive (each one a sync trigger), with that count.
+ */
+async function toggleSubscription (n: number): Promise<number> {
+  let arrived = 0
+  const count = (evt: SubscriptionChange): void => {
+    const { peerId, subscriptions } = evt.detail
+    if (peerId.equals(rogue.peerId) && subscriptions.some(s => s.topic === RECORD_TOPIC && s.subscribe)) arrived++
+  }
+  const pubsub = victim.host.services.pubsub
+  pubsub.addEventListener('subscription-change', count)
+  try {
+    for (let i = 0; i < n; i++) {
+      rogue.services.pubsub.unsubscribe(RECORD_TOPIC)
+      rogue.services.pubsub.subscribe(RECORD_TOPIC)
+    }
+    await waitFor(`the victim to see ${n} subscriptions of the rogue arrive`, () => arrived >= n)
+  } finally {
+    pubsub.removeEventListener('subscription-change', count)
+  }
+  return arrived
+}
+
 beforeAll(async () => {
   console.log(`sync/gossip hostile test: seed ${SEED} (FUZZ_SEED=${SEED} reproduces)`)
   rng = createRng(SEED)
@@ -217,11 +258,8 @@ beforeAll(async () => {
   attacker = await testHost(ctx.attacker.key, psk, ['/ip4/127.0.0.1/tcp/0'])
   await attacker.dial(victim.addr)
 
-  // The rogue needs a peer id above the victim's: of two peers, the lower one starts the sync
-  // when the other's subscription arrives.
-  let rogueKey = await generateKeyPairFromSeed('Ed25519', rng.bytes(32))
-  while (peerIdFromPrivateKey(rogueKey).toString() < ctx.observer.peerId) rogueKey = await generateKeyPairFromSeed('Ed25519', rng.bytes(32))
-  rogue = await testHost(rogueKey, psk, ['/ip4/127.0.0.1/tcp/0'])
+  // The rogue needs a peer id above the victim's, for the victim to start the syncs.
+  rogue = await higherIdHost()
   await rogue.handle(SYNC_PROTOCOL, async stream => {
     const scenario = script.shift() ?? honest
     served.push(Object.assign(watch(stream), { what: scenario.what }))
@@ -245,11 +283,30 @@ afterAll(async () => {
 // The attacker initiates (dials the victim's sync protocol), the rogue responds (the victim
 // starts syncs with it). The tests that leave streams hanging come first: the victim's sync
 // timeout runs for them while the others do, and the last test checks that it dropped them.
+// The victim syncs with one peer at a time: while the rogue's phase that never ends hangs, later
+// triggers from the rogue fold into one sync after it, so the rogue sits out the tests between.
 describe('hostile sync peer', () => {
   it('as responder: survives oversize, endless and torn-down answers and phases that never end, and still syncs', async () => {
     const counted = { ...victim.gossip.stats.rejected }
     const received = victim.gossip.stats.received
     const syncs = victim.gossip.stats.syncs
+
+    // One sync at a time per peer, its retries in turn (attempts 1..4): each batch below is one
+    // sync the victim starts with the rogue, one scenario per attempt.
+    // Framing. The largest frame (judged), then one byte more; length prefixes that
+    // never end and of 2 GiB (both dropped at once); a frame tagged 255 after 5 records.
+    const largest: Hostile = { kind: 'largest', bytes: rng.bytes(MAX_ENVELOPE_BYTES) }
+    const framing: Scenario[] = [
+      serving('a 4,097-byte frame, then a 4,098-byte one', [largest], [recordFrame(rng.bytes(MAX_ENVELOPE_BYTES + 1)), END]),
+      servingRaw('a length prefix that never ends', new Uint8Array(64).fill(0xff)),
+      servingRaw('a 2 GiB length prefix', varint(2 ** 31)),
+      serving('records, then a frame tagged 255', await fuzzRecords(5), [tagged(255, rng.bytes(40)), END])
+    ]
+    const outcomes1 = await victimSyncs(framing)
+    for (const what of ['a length prefix that never ends', 'a 2 GiB length prefix']) {
+      const s = served.find(x => x.what === what)!
+      expect(s.closedAt! - s.since, what).toBeLessThan(2000)
+    }
 
     // Torn down, and, last (the fourth attempt: no retry after it), a phase that never ends.
     const early = await fuzzRecords(30)
@@ -276,36 +333,43 @@ describe('hostile sync peer', () => {
       { what: 'reset at once', judged: [], serve: async stream => { stream.abort(new Error('rogue resets at once')) } },
       neverEnds
     ]
-    const outcomes1 = await victimSyncs(tornDown, [neverEnds.what])
+    const outcomes2 = await victimSyncs(tornDown, [neverEnds.what])
     const hung = served.find(s => s.what === neverEnds.what)!
     hanging.push({ what: `responder: ${neverEnds.what}`, watch: hung })
 
-    // Framing. The largest frame (judged), then one byte more; length prefixes that
-    // never end and of 2 GiB (both dropped at once); a frame tagged 255 after 5 records.
-    const largest: Hostile = { kind: 'largest', bytes: rng.bytes(MAX_ENVELOPE_BYTES) }
-    const framing: Scenario[] = [
-      serving('a 4,097-byte frame, then a 4,098-byte one', [largest], [recordFrame(rng.bytes(MAX_ENVELOPE_BYTES + 1)), END]),
-      servingRaw('a length prefix that never ends', new Uint8Array(64).fill(0xff)),
-      servingRaw('a 2 GiB length prefix', varint(2 ** 31)),
-      serving('records, then a frame tagged 255', await fuzzRecords(5), [tagged(255, rng.bytes(40)), END])
-    ]
-    const outcomes2 = await victimSyncs(framing)
-    for (const what of ['a length prefix that never ends', 'a 2 GiB length prefix']) {
-      const s = served.find(x => x.what === what)!
-      expect(s.closedAt! - s.since, what).toBeLessThan(2000)
+    // While the never-ending phase hangs: more triggers from the rogue open no stream (they fold
+    // into one sync after this one), the victim completes a sync with another peer, and answers one.
+    const streams = served.length
+    const arrived = await toggleSubscription(5)
+    const bystander = await higherIdHost()
+    let bystanderSyncs = 0
+    try {
+      await bystander.handle(SYNC_PROTOCOL, async stream => {
+        bystanderSyncs++
+        const lp = lpStream(stream)
+        await readPhase(lp)
+        await lp.write(END)
+        await readPhase(lp)
+        await stream.close()
+      })
+      await bystander.dial(victim.addr)
+      bystander.services.pubsub.subscribe(RECORD_TOPIC)
+      await waitFor('the victim to finish a sync with another peer', () => victim.gossip.stats.syncs === syncs + 1)
+      expect(bystanderSyncs).toBe(1)
+    } finally {
+      await bystander.stop()
     }
-
-    // While the never-ending phase hangs, the victim still completes a sync with the rogue
-    // (honest now), and still answers one.
-    await victimSyncs([honest])
-    await waitFor('the victim to finish an honest sync', () => victim.gossip.stats.syncs === syncs + 1)
     const { stream, lp, reply } = await exchange([])
     await lp.write(END)
     await stream.close()
     expect(reply.records).toHaveLength(4)
     expect(hung.stream.status).toBe('open')
+    expect(served.length).toBe(streams)
+    // The victim drops the hanging stream at its sync timeout, then syncs with the rogue once
+    // more for those triggers: checked a few tests on, once that timeout has run.
+    rogueHang = { hung, streams, syncs: syncs + 1, triggers: arrived }
 
-    const judged = [...tornDown, ...framing].flatMap(s => s.judged)
+    const judged = [...framing, ...tornDown].flatMap(s => s.judged)
     await waitFor('every record to be judged', () => victim.gossip.stats.received >= received + judged.length)
     expect(victim.gossip.stats.received).toBe(received + judged.length)
     const expected = await expectedRejections(judged)
@@ -315,6 +379,8 @@ describe('hostile sync peer', () => {
   })
 
   it('survives garbage, oversize and endless frames, huge length prefixes and torn-down streams', async () => {
+    /** the streams this test leaves hanging: hanging[ownHangs..] */
+    const ownHangs = hanging.length
     const counted = { ...victim.gossip.stats.rejected }
     const received = victim.gossip.stats.received
     /** everything the victim should judge in this test, in order */
@@ -502,7 +568,7 @@ describe('hostile sync peer', () => {
     expect(new Set(await Promise.all(reply.records.map(async r => (await openRecord(r)).record.peerId))))
       .toEqual(new Set([ctx.observer.peerId, ...ctx.members.map(m => m.peerId), ctx.attacker.peerId]))
     expect(reply.records).toHaveLength(4)
-    for (const h of hanging) expect(h.watch.stream.status, h.what).toBe('open')
+    for (const h of hanging.slice(ownHangs)) expect(h.watch.stream.status, h.what).toBe('open')
 
     await waitFor('every frame to be judged', () => victim.gossip.stats.received >= received + judged.length)
     expect(victim.gossip.stats.received).toBe(received + judged.length)
@@ -542,6 +608,15 @@ describe('hostile sync peer', () => {
     expect(rejectedSince(victim.gossip, counted)).toEqual(expected)
     expect(legitSnapshot(victim.membership)).toEqual(before)
     console.log(`sync, attacker initiating: ${inputs.length} wanted, ${inputs.length + surplus.length} sent, stream ${status}, victim counted`, expected)
+  })
+
+  it('as responder: drops the phase that never ends at its sync timeout, then syncs once more for the triggers that came meanwhile', async () => {
+    const { hung, streams, syncs, triggers } = rogueHang!
+    await waitFor('the victim to drop the never-ending phase', () => hung.stream.status !== 'open', Math.max(0, hung.since + SYNC_TIMEOUT_MS + 1500 - Date.now()))
+    await waitFor('the victim to finish the folded sync with the rogue', () => victim.gossip.stats.syncs === syncs + 1, 5000)
+    expect(served.slice(streams).map(s => s.what)).toEqual(['honest'])
+    expect(script).toHaveLength(0)
+    console.log(`rogue's never-ending phase dropped after ${hung.closedAt! - hung.since} ms; the ${triggers} triggers meanwhile made ${served.length - streams} sync, which completed`)
   })
 
   it('as responder: judges hostile records it is served, refuses garbage WANTs and too many, and sends each wanted record once', async () => {
@@ -602,6 +677,57 @@ describe('hostile sync peer', () => {
     expect(victim.gossip.stats.syncs).toBe(syncs + 1)
     expect(legitSnapshot(victim.membership)).toEqual(before)
     console.log(`sync, rogue responding: ${judged.length} records judged over ${recordsAndWants.length + limits.length} syncs the victim started`, { ...outcomes1, ...outcomes2 }, 'victim counted', expected)
+  })
+
+  it('as responder: renewing its subscription 100 times gets it one sync in flight and one more, not 100', async () => {
+    // First an honest sync, so that none with the rogue still runs (the last one failed at its
+    // fourth attempt and may still be pausing after it).
+    const synced = victim.gossip.stats.syncs
+    await victimSyncs([honest])
+    await waitFor('the victim to finish an honest sync with the rogue', () => victim.gossip.stats.syncs === synced + 1)
+    const syncs = victim.gossip.stats.syncs
+    const from = served.length
+    // The rogue holds the first sync until the victim has seen every renewal, so each trigger
+    // after the first meets a sync in flight. (Each used to start a sync of its own, and a
+    // failed one up to three retries: 100 renewals, up to 400 streams.)
+    let release = (): void => {}
+    const released = new Promise<void>(resolve => { release = resolve })
+    const held: Scenario = {
+      what: 'held until the renewals are over',
+      judged: [],
+      serve: async (stream, lp) => {
+        await readDigest(lp)
+        await released
+        await lp.write(END)
+        await readPhase(lp)
+        await stream.close()
+      }
+    }
+    script.push(held)
+    const started = Date.now()
+    const arrived = await toggleSubscription(100)
+    const flapMs = Date.now() - started
+    await waitFor('the victim to start a sync with the rogue', () => served.length > from)
+
+    // Meanwhile the victim answers a sync the attacker starts.
+    expect(victim.host.status).toBe('started')
+    const { stream, lp, reply } = await exchange([])
+    await lp.write(END)
+    await stream.close()
+    expect(reply.records).toHaveLength(4)
+    expect(served.length - from).toBe(1)
+
+    release()
+    await waitFor('the victim to finish the held sync and the one the renewals folded into', () => victim.gossip.stats.syncs === syncs + 2)
+    // and nothing else follows
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    const streams = served.length - from
+    expect(streams).toBeLessThanOrEqual(3)
+    expect(served.slice(from).map(s => s.what)).toEqual([held.what, 'honest'])
+    expect(victim.gossip.stats.syncs).toBe(syncs + 2)
+    expect(script).toHaveLength(0)
+    expect(legitSnapshot(victim.membership)).toEqual(before)
+    console.log(`subscription renewed ${arrived} times in ${flapMs} ms: the rogue's sync handler got ${streams} streams, the victim completed ${victim.gossip.stats.syncs - syncs} syncs`)
   })
 })
 
