@@ -34,6 +34,8 @@ interface TargetState {
 }
 
 const TIE_YIELD_MS = 750
+/** bootstrap retries at the base backoff before it starts doubling */
+const BOOTSTRAP_EAGER_TRIES = 10
 /** how long a bootstrap connection may go without teaching us a member before we redial */
 const BOOTSTRAP_SYNC_GRACE_MS = 15_000
 
@@ -107,7 +109,9 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       return
     }
     bootstrapFailures++
-    const retryMs = backoff(bootstrapFailures)
+    // A bootstrap that refuses is usually still starting (a fleet booting together): retry
+    // every second for a while before backing off.
+    const retryMs = backoff(Math.max(0, bootstrapFailures - BOOTSTRAP_EAGER_TRIES) + 1)
     for (const r of results) if (r.status === 'rejected') log.debug({ err: errText(r.reason) }, 'bootstrap dial failed')
     if (bootstrapFailures === 1 || bootstrapFailures % 5 === 0) log.warn({ bootstrap: opts.bootstrap, attempts: bootstrapFailures, retryMs: Math.round(retryMs) }, 'cannot reach any bootstrap address yet; retrying')
     await hintPsk(addrs, results.find(r => r.status === 'rejected')?.reason)
