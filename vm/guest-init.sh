@@ -34,8 +34,16 @@ $bb mkdir -p /dev/pts /dev/shm
 [ -e /dev/stderr ] || $bb ln -s /proc/self/fd/2 /dev/stderr
 $bb mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 $bb mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-$bb mount -t tmpfs -o mode=1777 tmpfs /tmp
-$bb mount -t tmpfs -o mode=0755 tmpfs /run
+# Fresh /tmp and /run, unless the checkout (and so the job file) lives there: a tmpfs would
+# hide it. The overlay root keeps them writable either way.
+case $job in
+  /tmp/*) ;;
+  *) $bb mount -t tmpfs -o mode=1777 tmpfs /tmp ;;
+esac
+case $job in
+  /run/*) ;;
+  *) $bb mount -t tmpfs -o mode=0755 tmpfs /run ;;
+esac
 $bb mkdir -p /run/lock /run/wireguard /run/netns
 $bb mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 exec </dev/null >/dev/console 2>&1
