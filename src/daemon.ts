@@ -111,7 +111,11 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const reconciler = createReconciler({
     driver,
     log,
-    onApplied: result => metrics?.reconcileApplied(result),
+    onApplied: result => {
+      metrics?.reconcileApplied(result)
+      // handshakes follow a reconcile by a few hundred ms: report progress shortly after
+      if (result.added > 0 || result.removed > 0) setTimeout(() => { void reportTunnels().catch(() => {}) }, 1500).unref()
+    },
     onFailed: () => metrics?.reconcileFailed(),
     iface: ifaceConfig,
     desired: () => desiredPeers({
@@ -272,6 +276,19 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     return { left: true }
   })
 
+  /** "k/N tunnels up", logged whenever k or N changes: the joining progress an operator watches. */
+  let lastTunnels = ''
+  const reportTunnels = async (): Promise<void> => {
+    const members = (await status()).members
+    const up = members.filter(m => m.handshakeAgeSeconds !== null && m.handshakeAgeSeconds < 180).length
+    const text = `${up}/${members.length} tunnels up`
+    if (text === lastTunnels) return
+    lastTunnels = text
+    log.info({ up, members: members.length }, text)
+  }
+  const tunnelsTimer = setInterval(() => { void reportTunnels().catch(() => {}) }, 30_000)
+  tunnelsTimer.unref()
+
   const status = async (): Promise<StatusReport> => {
     const device = await driver.read(config.interface).catch(() => undefined)
     const byKey = new Map(device?.peers.map(p => [p.publicKey, p]))
@@ -338,6 +355,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     stopped = true
     if (refreshTimer !== undefined) clearTimeout(refreshTimer)
     clearInterval(expiryTimer)
+    clearInterval(tunnelsTimer)
     control.close()
     hosts?.stop()
     await metricsServer?.close()

@@ -82,10 +82,32 @@ describe.skipIf(skip)('core mesh (5 daemons, real WireGuard)', () => {
     }
   })
 
-  it('answers status over the control socket', async () => {
-    const out = execFileSync('ip', ['netns', 'exec', lab.node('n2').ns, process.execPath, DAEMON_BIN, 'status', '--json', '--state-dir', lab.node('n2').stateDir], { encoding: 'utf8' })
-    const report = JSON.parse(out) as { self: { name: string }, members: Array<{ name: string, state: string }> }
+  it('answers status over the control socket, as JSON and as a table', async () => {
+    const status = (...extra: string[]): string => execFileSync('ip', ['netns', 'exec', lab.node('n2').ns, process.execPath, DAEMON_BIN, 'status', '--state-dir', lab.node('n2').stateDir, ...extra], { encoding: 'utf8' })
+    const report = JSON.parse(status('--json')) as { self: { name: string }, members: Array<{ name: string, state: string, handshakeAgeSeconds: number | null, connected: boolean }> }
     expect(report.self.name).toBe('n2')
     expect(report.members.map(m => m.name).sort()).toEqual(['n1', 'n3', 'n4', 'n5'])
+    for (const m of report.members) {
+      expect(m.handshakeAgeSeconds, m.name).not.toBeNull()
+      expect(m.handshakeAgeSeconds!).toBeLessThan(180)
+      expect(m.state).toBe('ok')
+      expect(m.connected).toBe(true)
+    }
+    const table = status()
+    for (const name of ['n1', 'n3', 'n4', 'n5']) expect(table).toMatch(new RegExp(`^${name}\\s.*\\sok$`, 'm'))
+    // progress the operator sees while joining
+    const n2 = lab.daemons().find(d => d.node === 'n2')!
+    expect(n2.logRecords().some(r => r.msg === '4/4 tunnels up')).toBe(true)
+  })
+
+  it('says clearly when no daemon runs, with exit code 3', () => {
+    let failure: { status: number, stderr: string } | undefined
+    try {
+      execFileSync(process.execPath, [DAEMON_BIN, 'status', '--state-dir', join(lab.dir, 'nowhere')], { encoding: 'utf8', stdio: 'pipe' })
+    } catch (err) {
+      failure = err as { status: number, stderr: string }
+    }
+    expect(failure?.status).toBe(3)
+    expect(failure?.stderr).toMatch(/^w2wesher: no w2wesher daemon is running for state dir .*nowhere/)
   })
 })
