@@ -20,8 +20,14 @@ export async function makeNode (name = 'n'): Promise<TestNode> {
   const key = await generateKeyPair('Ed25519')
   const peerId = peerIdFromPrivateKey(key).toString()
   const wgPublicKey = generateWgKeyPair().publicKey
+  const record = recordBuilder(peerId, name, wgPublicKey)
+  return { key, peerId, wgPublicKey, record, sign: async (o) => await signRecord(record(o), key) }
+}
+
+/** A valid record for this node (its own addresses, seq counting up), with overrides. */
+export function recordBuilder (peerId: string, name: string, wgPublicKey: string): (overrides?: Partial<NodeRecord>) => NodeRecord {
   let seq = 0
-  const record = (overrides: Partial<NodeRecord> = {}): NodeRecord => ({
+  return (overrides = {}) => ({
     v: RECORD_VERSION,
     peerId,
     name,
@@ -36,7 +42,6 @@ export async function makeNode (name = 'n'): Promise<TestNode> {
     issuedAt: 1000,
     ...overrides
   })
-  return { key, peerId, wgPublicKey, record, sign: async (o) => await signRecord(record(o), key) }
 }
 
 export function membershipFor (node: TestNode): Membership {

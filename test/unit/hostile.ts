@@ -1,10 +1,10 @@
 import { generateKeyPair, generateKeyPairFromSeed, privateKeyFromRaw } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
-import { RECORD_VERSION, MAX_ENVELOPE_BYTES, type NodeRecord } from '../../src/gossip/record.ts'
+import { MAX_ENVELOPE_BYTES, type NodeRecord } from '../../src/gossip/record.ts'
 import { addressFor, claimDerives, MAX_COUNTER } from '../../src/membership/ipam.ts'
 import { clampWgPrivateKey, wgPublicKeyFromPrivate } from '../../src/wireguard/keys.ts'
-import { ranges, type TestNode } from './fixtures.ts'
+import { ranges, recordBuilder, type TestNode } from './fixtures.ts'
 
 // Hostile-input generators shared by the record fuzz test and the sync/gossip integration
 // tests. Everything is driven by a seeded PRNG, so a failing run is reproduced with
@@ -79,22 +79,7 @@ export async function seededNode (name: string, rng: Rng): Promise<TestNode> {
   const key = await generateKeyPairFromSeed('Ed25519', rng.bytes(32))
   const peerId = peerIdFromPrivateKey(key).toString()
   const wgPublicKey = seededWgKey(rng)
-  let seq = 0
-  const record = (overrides: Partial<NodeRecord> = {}): NodeRecord => ({
-    v: RECORD_VERSION,
-    peerId,
-    name,
-    wgPublicKey,
-    ipv4: { address: addressFor(ranges.ipv4, peerId, 0), counter: 0, since: 1000 },
-    ipv6: { address: addressFor(ranges.ipv6, peerId, 0), counter: 0, since: 1000 },
-    wgPort: 10042,
-    endpoints: ['198.18.0.1:10042'],
-    addrs: ['/ip4/198.18.0.1/tcp/10042'],
-    routes: [],
-    seq: ++seq,
-    issuedAt: 1000,
-    ...overrides
-  })
+  const record = recordBuilder(peerId, name, wgPublicKey)
   const sign = async (overrides?: Partial<NodeRecord>): Promise<{ record: NodeRecord, envelope: Uint8Array }> => {
     const r = record(overrides)
     return { record: r, envelope: await signBody(utf8(JSON.stringify(r)), key) }
