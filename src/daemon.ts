@@ -98,6 +98,70 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     return undefined
   }
 
+  const status = async (): Promise<StatusReport> => {
+    const device = await driver.read(config.interface).catch(() => undefined)
+    const byKey = new Map(device?.peers.map(p => [p.publicKey, p]))
+    const nowMs = Date.now()
+    return {
+      self: {
+        peerId: self,
+        name: config.name,
+        interface: config.interface,
+        implementation: driver.implementation() ?? null,
+        wgPublicKey: identity.wgPublicKey,
+        wgPort: config.wgPort,
+        ipv6: claims.ipv6.address,
+        ipv4: claims.ipv4?.address ?? null,
+        listen: host.getMultiaddrs().map(String)
+      },
+      members: membership.members().map(({ record, receivedAt }) => {
+        const wg = byKey.get(record.wgPublicKey)
+        const handshakeAge = wg === undefined || wg.latestHandshake === 0 ? null : Math.max(0, Math.round(nowMs / 1000 - wg.latestHandshake))
+        const connected = host.getConnections(peerIdFromString(record.peerId)).length > 0
+        const recordAge = Math.round((nowMs - receivedAt) / 1000)
+        return {
+          peerId: record.peerId,
+          name: record.name,
+          ipv6: record.ipv6.address,
+          ipv4: record.ipv4?.address ?? null,
+          endpoint: wg?.endpoint ?? null,
+          handshakeAgeSeconds: handshakeAge,
+          rxBytes: wg?.rxBytes ?? 0,
+          txBytes: wg?.txBytes ?? 0,
+          connected,
+          recordAgeSeconds: recordAge,
+          state: recordAge > config.refreshSeconds * 3 ? 'stale' : handshakeAge !== null && handshakeAge < 180 ? 'ok' : 'connecting'
+        }
+      })
+    }
+  }
+
+  /** "k/N tunnels up", logged whenever k or N changes: the joining progress an operator watches. */
+  let lastTunnels = ''
+  /** Logs on change; true once every member's tunnel is up. */
+  const reportTunnels = async (): Promise<boolean> => {
+    const members = (await status()).members
+    const up = members.filter(m => m.handshakeAgeSeconds !== null && m.handshakeAgeSeconds < 180).length
+    const text = `${up}/${members.length} tunnels up`
+    if (text !== lastTunnels) {
+      lastTunnels = text
+      log.info({ up, members: members.length }, text)
+    }
+    return up === members.length
+  }
+  /** Check every second until all tunnels are up (at most 30 s), so progress shows as it happens. */
+  let watching: NodeJS.Timeout | undefined
+  const watchTunnels = (checks = 30): void => {
+    if (watching !== undefined) clearTimeout(watching)
+    watching = setTimeout(() => {
+      watching = undefined
+      void reportTunnels().then(done => { if (!done && checks > 1) watchTunnels(checks - 1) }, () => {})
+    }, 1000)
+    watching.unref()
+  }
+  const tunnelsTimer = setInterval(() => { void reportTunnels().catch(() => {}) }, 30_000)
+  tunnelsTimer.unref()
+
   // Metrics (opt-in) read everything at scrape time; only reconcile outcomes are pushed.
   let lastMembershipChangeMs = Date.now()
   const metrics = config.metricsListen === undefined
@@ -113,8 +177,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     log,
     onApplied: result => {
       metrics?.reconcileApplied(result)
-      // handshakes follow a reconcile by a few hundred ms: report progress shortly after
-      if (result.added > 0 || result.removed > 0) setTimeout(() => { void reportTunnels().catch(() => {}) }, 1500).unref()
+      // handshakes follow a reconcile by a moment: watch progress for a while after a change
+      if (result.added > 0 || result.removed > 0) watchTunnels()
     },
     onFailed: () => metrics?.reconcileFailed(),
     iface: ifaceConfig,
@@ -276,56 +340,6 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     return { left: true }
   })
 
-  /** "k/N tunnels up", logged whenever k or N changes: the joining progress an operator watches. */
-  let lastTunnels = ''
-  const reportTunnels = async (): Promise<void> => {
-    const members = (await status()).members
-    const up = members.filter(m => m.handshakeAgeSeconds !== null && m.handshakeAgeSeconds < 180).length
-    const text = `${up}/${members.length} tunnels up`
-    if (text === lastTunnels) return
-    lastTunnels = text
-    log.info({ up, members: members.length }, text)
-  }
-  const tunnelsTimer = setInterval(() => { void reportTunnels().catch(() => {}) }, 30_000)
-  tunnelsTimer.unref()
-
-  const status = async (): Promise<StatusReport> => {
-    const device = await driver.read(config.interface).catch(() => undefined)
-    const byKey = new Map(device?.peers.map(p => [p.publicKey, p]))
-    const nowMs = Date.now()
-    return {
-      self: {
-        peerId: self,
-        name: config.name,
-        interface: config.interface,
-        implementation: driver.implementation() ?? null,
-        wgPublicKey: identity.wgPublicKey,
-        wgPort: config.wgPort,
-        ipv6: claims.ipv6.address,
-        ipv4: claims.ipv4?.address ?? null,
-        listen: host.getMultiaddrs().map(String)
-      },
-      members: membership.members().map(({ record, receivedAt }) => {
-        const wg = byKey.get(record.wgPublicKey)
-        const handshakeAge = wg === undefined || wg.latestHandshake === 0 ? null : Math.max(0, Math.round(nowMs / 1000 - wg.latestHandshake))
-        const connected = host.getConnections(peerIdFromString(record.peerId)).length > 0
-        const recordAge = Math.round((nowMs - receivedAt) / 1000)
-        return {
-          peerId: record.peerId,
-          name: record.name,
-          ipv6: record.ipv6.address,
-          ipv4: record.ipv4?.address ?? null,
-          endpoint: wg?.endpoint ?? null,
-          handshakeAgeSeconds: handshakeAge,
-          rxBytes: wg?.rxBytes ?? 0,
-          txBytes: wg?.txBytes ?? 0,
-          connected,
-          recordAgeSeconds: recordAge,
-          state: recordAge > config.refreshSeconds * 3 ? 'stale' : handshakeAge !== null && handshakeAge < 180 ? 'ok' : 'connecting'
-        }
-      })
-    }
-  }
 
   // Started last: the endpoint must not serve before status() can answer. A bind failure is
   // fatal (the operator asked for metrics), like a bad config value.
@@ -356,6 +370,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     if (refreshTimer !== undefined) clearTimeout(refreshTimer)
     clearInterval(expiryTimer)
     clearInterval(tunnelsTimer)
+    if (watching !== undefined) clearTimeout(watching)
     control.close()
     hosts?.stop()
     await metricsServer?.close()

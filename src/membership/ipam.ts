@@ -1,4 +1,7 @@
 import { isIPv4, isIPv6 } from 'node:net'
+import { ipToBigInt } from '../util/ip.ts'
+
+export { ipToBigInt }
 
 // Overlay addresses are derived from the peer id, so every member computes every other
 // member's address with no coordination, and can check a claim instead of trusting it.
@@ -104,25 +107,6 @@ export function canonicalIp (address: string): string {
 function prefixMask (family: Family, prefixLength: number): bigint {
   const total = family === 4 ? 32 : 128
   return ((1n << BigInt(total)) - 1n) ^ ((1n << BigInt(total - prefixLength)) - 1n)
-}
-
-export function ipToBigInt (address: string): bigint {
-  if (isIPv4(address)) {
-    return address.split('.').reduce((acc, part) => (acc << 8n) | BigInt(Number(part)), 0n)
-  }
-  let text = address
-  // An embedded IPv4 tail (::ffff:1.2.3.4) becomes two hex groups.
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text)
-  if (v4 !== null) {
-    const n = ipToBigInt(v4[1] as string)
-    text = text.slice(0, -v4[1]!.length) + `${(n >> 16n).toString(16)}:${(n & 0xffffn).toString(16)}`
-  }
-  const [head, tail] = text.includes('::') ? text.split('::') as [string, string] : [text, undefined]
-  const headGroups = head === '' ? [] : head.split(':')
-  const tailGroups = tail === undefined || tail === '' ? [] : tail.split(':')
-  const missing = 8 - headGroups.length - tailGroups.length
-  const groups = [...headGroups, ...Array<string>(tail === undefined ? 0 : missing).fill('0'), ...tailGroups]
-  return groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n)
 }
 
 export function bigIntToIp (value: bigint, family: Family): string {

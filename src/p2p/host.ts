@@ -10,7 +10,7 @@ import { preSharedKey } from '@libp2p/pnet'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Psk } from '../config/psk.ts'
-import { bigIntToIp, ipToBigInt } from '../membership/ipam.ts'
+import { unmapIpv4 } from '../util/ip.ts'
 
 // The libp2p stack: TCP, gated by the network PSK (pnet), then Noise and yamux. Gossipsub
 // carries record changes; identify tells each side the address the other sees.
@@ -63,9 +63,7 @@ export async function createHost (opts: HostOptions) {
 export function ipOf (ma: Multiaddr): string | undefined {
   const c = ma.getComponents()[0]
   if (c === undefined || (c.name !== 'ip4' && c.name !== 'ip6') || c.value === undefined) return undefined
-  if (c.name === 'ip4') return c.value
-  const n = ipToBigInt(c.value)
-  return n >> 32n === 0xffffn ? bigIntToIp(n & 0xffffffffn, 4) : c.value
+  return c.name === 'ip4' ? c.value : unmapIpv4(c.value) ?? c.value
 }
 
 function isLoopbackOrLinkLocal (ip: string): boolean {
