@@ -214,7 +214,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   let lastContent = ''
   let departed = false
   /** Sign and publish our record, unless nothing but seq and time would change (or `force`). */
-  const announce = async (extra: Partial<NodeRecord> = {}, force = false): Promise<void> => {
+  const announceNow = async (extra: Partial<NodeRecord>, force: boolean): Promise<void> => {
     if (departed) return // nothing may follow the tombstone (shutdown changes our addresses)
     const record = { ...buildRecord(), ...extra }
     const content = JSON.stringify({ ...record, seq: 0, issuedAt: 0 })
@@ -223,6 +223,14 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     const signed = await signRecord(record, identity.libp2pKey)
     membership.setSelf(signed)
     await gossip?.publish(signed.envelope)
+  }
+  // One at a time, in seq order: overlapping announcements could otherwise store or publish
+  // an older record after a newer one, and the newer content would never be sent again.
+  let announcing: Promise<void> = Promise.resolve()
+  const announce = async (extra: Partial<NodeRecord> = {}, force = false): Promise<void> => {
+    const next = announcing.then(async () => { await announceNow(extra, force) })
+    announcing = next.catch(() => {})
+    await next
   }
 
   // Our own claims follow the deterministic collision rules: keep while we win, else move on.

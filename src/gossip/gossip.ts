@@ -135,12 +135,25 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   host.addEventListener('connection:open', onConnection)
 
   // 2. A peer's subscription arrived: from now on gossip reaches it, so one more sync closes
-  //    the window between the connection's sync and the subscription. The lower id syncs.
+  //    the window between the connection's sync and the subscription. The lower id syncs,
+  //    and so does a side that published while the peer was connected but not yet subscribed
+  //    (the other side's sync may have run before that publication).
   const self = host.peerId.toString()
+  const missedPublication = new Set<string>()
   const onSubscription = (evt: CustomEvent<{ peerId: PeerId, subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
     const { peerId, subscriptions } = evt.detail
-    if (self < peerId.toString() && subscriptions.some(s => s.topic === RECORD_TOPIC && s.subscribe)) syncPeer(peerId)
+    if (!subscriptions.some(s => s.topic === RECORD_TOPIC && s.subscribe)) return
+    const missed = missedPublication.delete(peerId.toString())
+    if (self < peerId.toString() || missed) syncPeer(peerId)
   }
+  const noteMissed = (recipients: PeerId[]): void => {
+    const reached = new Set(recipients.map(p => p.toString()))
+    for (const peer of host.getPeers()) {
+      if (!reached.has(peer.toString())) missedPublication.add(peer.toString())
+    }
+  }
+  const onDisconnect = (evt: CustomEvent<PeerId>): void => { missedPublication.delete(evt.detail.toString()) }
+  host.addEventListener('peer:disconnect', onDisconnect)
   pubsub.addEventListener('subscription-change', onSubscription)
 
   // 3. Anti-entropy: now and then, a random connected peer. Repairs whatever gossip lost.
@@ -163,15 +176,18 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
       try {
         const result = await pubsub.publish(RECORD_TOPIC, envelope)
         stats.published++
+        noteMissed(result.recipients)
         log.debug({ recipients: result.recipients.length }, 'published own record')
       } catch (err) {
         // No subscribed peer yet: the sync on the next connection carries the record instead.
+        noteMissed([])
         log.debug({ err: String(err) }, 'publish skipped')
       }
     },
     async stop () {
       if (antiEntropy !== undefined) clearTimeout(antiEntropy)
       host.removeEventListener('connection:open', onConnection)
+      host.removeEventListener('peer:disconnect', onDisconnect)
       pubsub.removeEventListener('subscription-change', onSubscription)
       pubsub.unsubscribe(RECORD_TOPIC)
       await host.unhandle(SYNC_PROTOCOL)

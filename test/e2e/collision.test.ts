@@ -41,16 +41,18 @@ describe.skipIf(skip)('address collisions in a /29', () => {
     const firstAddress = await waitFor(async () => (await lab.overlayAddresses('c1')).ipv4, { timeoutMs: 20_000 })
     for (const name of NODES.slice(1)) lab.spawnDaemon(name, args(name, true))
 
+    let last = ''
     const agreed = await waitFor(async () => {
       const interfaces = await Promise.all(NODES.map(async n => (await lab.overlayAddresses(n)).ipv4))
-      if (new Set(interfaces).size !== NODES.length) return undefined
       const views = await Promise.all(NODES.map(view))
+      last = `interfaces ${JSON.stringify(interfaces)}\nviews:\n${views.map((v, i) => `  ${NODES[i]!}: ${v === undefined ? 'incomplete' : JSON.stringify([...v].sort())}`).join('\n')}`
+      if (new Set(interfaces).size !== NODES.length) return undefined
       if (views.some(v => v === undefined)) return undefined
       const texts = views.map(v => JSON.stringify([...v!].sort()))
       if (new Set(texts).size !== 1) return undefined
       const addresses = [...views[0]!.values()]
       return new Set(addresses).size === NODES.length && addresses.every(a => interfaces.includes(a)) ? views[0] : undefined
-    }, { timeoutMs: 60_000, intervalMs: 500 }).catch(err => { throw new Error(`${(err as Error).message}\n${lab.logTails(12)}`) })
+    }, { timeoutMs: 45_000, intervalMs: 500 }).catch(err => { throw new Error(`${(err as Error).message}\n${last}\n${lab.logTails(12)}`) })
 
     const moved = lab.daemons().filter(d => d.logRecords().some(r => typeof r.msg === 'string' && r.msg.startsWith('address collision lost'))).length
     console.log(`/29 settled: ${[...agreed.values()].sort().join(' ')}; ${moved} node(s) moved after losing a collision`)
