@@ -1,6 +1,7 @@
 import { connect } from 'node:net'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId, PeerInfo } from '@libp2p/interface'
+import { isPrivate } from '@libp2p/utils'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { tcpTarget, type Host } from './host.ts'
 import type { Logger } from '../log.ts'
@@ -59,6 +60,8 @@ const BOOTSTRAP_EAGER_TRIES = 10
 const BOOTSTRAP_SYNC_GRACE_MS = 15_000
 /** strangers remembered at most (mDNS answers are network input: bounded) */
 const MAX_STRANGERS = 256
+/** new strangers dialled: a burst of this many, then one a second (a flood of answers is not a flood of dials) */
+const STRANGER_BURST = 10
 /** at most one DHT lookup per member in this time */
 const DHT_LOOKUP_INTERVAL_MS = 10_000
 
@@ -70,6 +73,8 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   const strangerCap = opts.maxStrangerBackoffMs ?? 300_000
   const targets = new Map<string, TargetState>()
   const strangers = new Map<string, StrangerState>()
+  let strangerTokens = STRANGER_BURST
+  let tokensAt = Date.now()
   /** per address: protected handshakes failed in a row although TCP answers */
   const pskSuspects = new Map<string, { count: number, warnedAt: number }>()
   let stopped = false
@@ -138,6 +143,10 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   function discovered (peer: PeerInfo): void {
     const peerId = peer.id.toString()
     if (stopped || peerId === opts.self || targets.has(peerId) || connected(peerId)) return
+    // mDNS is for the local segment (our answers list only private addresses): an answer
+    // must not make us dial the internet
+    const addrs = peer.multiaddrs.filter(ma => isPrivate(ma))
+    if (addrs.length === 0) return
     let state = strangers.get(peerId)
     if (state === undefined) {
       if (strangers.size >= MAX_STRANGERS) forgetStranger(strangers.keys().next().value!)
@@ -145,17 +154,21 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       strangers.set(peerId, state)
     }
     if (state.dialing || state.timer !== undefined || Date.now() < state.notBefore) return
+    const now = Date.now()
+    strangerTokens = Math.min(STRANGER_BURST, strangerTokens + (now - tokensAt) / 1000)
+    tokensAt = now
+    if (strangerTokens < 1) return // it answers again at the next mDNS round
+    strangerTokens--
     const s = state
-    s.timer = setTimeout(() => { s.timer = undefined; void dialStranger(peer, s) }, opts.self < peerId ? 0 : TIE_YIELD_MS * 2)
+    s.timer = setTimeout(() => { s.timer = undefined; void dialStranger(peer.id, addrs, s) }, opts.self < peerId ? 0 : TIE_YIELD_MS * 2)
   }
 
-  async function dialStranger (peer: PeerInfo, state: StrangerState): Promise<void> {
-    const peerId = peer.id.toString()
+  async function dialStranger (id: PeerId, addrs: Multiaddr[], state: StrangerState): Promise<void> {
+    const peerId = id.toString()
     if (stopped || targets.has(peerId) || connected(peerId)) return
     state.dialing = true
     try {
-      await host.peerStore.merge(peer.id, { multiaddrs: peer.multiaddrs })
-      await host.dial(peer.id, { signal: AbortSignal.timeout(10_000) })
+      await host.dial(addrs.map(ma => ma.decapsulateCode(421).encapsulate(`/p2p/${peerId}`)), { signal: AbortSignal.timeout(10_000) })
       log.debug({ peer: peerId }, 'connected to a peer found on the LAN')
       strangers.delete(peerId)
     } catch (err) {

@@ -1,6 +1,7 @@
 import { describe, it, expect, afterEach } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { peerIdFromString } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
 import type { PeerInfo } from '@libp2p/interface'
 import { pino } from 'pino'
 import { createKeeper, type Keeper } from '../../src/p2p/keeper.ts'
@@ -47,6 +48,8 @@ async function started (node: Promise<MeshNode>): Promise<MeshNode> {
 }
 
 const infoOf = (node: MeshNode): PeerInfo => ({ id: peerIdFromString(node.node.peerId), multiaddrs: [node.addr.decapsulateCode(421)] })
+/** longer than the keeper's yield to a lower peer id */
+const TIE_WAIT_MS = 2000
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
 describe('peers found on the LAN', () => {
@@ -76,6 +79,31 @@ describe('peers found on the LAN', () => {
     expect(host.getConnections(peerIdFromString(foreign.node.peerId))).toHaveLength(0)
     console.log(`wrong-PSK dial failed after ${firstFailureMs} ms; no second dial in the 4 s that followed`)
   }, 40_000)
+
+  it('dials only private addresses from an answer, and a flood of strangers only at a bounded rate', async () => {
+    const host = await testHost(await generateKeyPair('Ed25519'), psk, ['/ip4/127.0.0.1/tcp/0'])
+    cleanup.push(async () => { await host.stop() })
+    const dialled: string[][] = []
+    // nothing leaves the process: the dial is recorded and fails at once
+    host.dial = async (target: Parameters<Host['dial']>[0]) => {
+      dialled.push((Array.isArray(target) ? target : [target]).map(String))
+      throw new Error('refused')
+    }
+    const keeper = keeperFor(host, captureLog().log)
+    const stranger = async (...addrs: string[]): Promise<PeerInfo> => ({ id: peerIdFromPrivateKey(await generateKeyPair('Ed25519')), multiaddrs: addrs.map(a => multiaddr(a)) })
+
+    keeper.discovered(await stranger('/dns4/example.com/tcp/10042'))
+    keeper.discovered(await stranger('/ip4/192.168.7.3/tcp/10042', '/dns4/example.com/tcp/10042'))
+    const flood = await Promise.all(Array.from({ length: 40 }, async (_, i) => await stranger(`/ip4/10.9.0.${i + 1}/tcp/10042`)))
+    for (const peer of flood) keeper.discovered(peer)
+    await sleep(TIE_WAIT_MS)
+
+    expect(dialled.some(addrs => addrs.some(a => a.includes('example.com')))).toBe(false)
+    expect(dialled.some(addrs => addrs.length === 1 && addrs[0]!.startsWith('/ip4/192.168.7.3/tcp/10042/p2p/'))).toBe(true)
+    // a burst of 10 at most (plus what one second refills), not 41
+    expect(dialled.length).toBeLessThanOrEqual(12)
+    expect(dialled.length).toBeGreaterThanOrEqual(10)
+  }, 20_000)
 
   it('a node of our mesh found on the LAN becomes a member with no bootstrap', async () => {
     const other = await started(startMeshNode(await makeNode('other'), psk, { real: true }))
