@@ -43,6 +43,11 @@ function daemonOptions (cmd: Command): Command {
     .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9586 (default off)')
     .option('--hosts-file <path>', 'keep a managed block of member names in this hosts file, e.g. /etc/hosts (default off)')
     .option('--hosts-domain <domain>', 'domain of the names in the hosts file block (default wesh)')
+    // --x then --no-x: commander leaves the value unset unless given, so env and YAML still apply
+    .option('--mdns', 'find members on the local network by multicast DNS (default on)')
+    .option('--no-mdns', 'no multicast DNS discovery')
+    .option('--dht', 'kad-dht as extra peer routing among members (default off)')
+    .option('--no-dht', 'no kad-dht')
 }
 
 interface DaemonFlags {
@@ -66,6 +71,8 @@ interface DaemonFlags {
   metricsListen?: string
   hostsFile?: string
   hostsDomain?: string
+  mdns?: boolean
+  dht?: boolean
 }
 
 async function runDaemon (flags: DaemonFlags): Promise<void> {

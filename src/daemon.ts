@@ -88,7 +88,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     ]
   })
 
-  const host = await createHost({ privateKey: identity.libp2pKey, psk: config.psk, listen: config.listen, isOverlayAddress })
+  const host = await createHost({ privateKey: identity.libp2pKey, psk: config.psk, listen: config.listen, isOverlayAddress, mdns: config.mdns, dht: config.dht })
 
   const connectedHost = (peerId: string): string | undefined => {
     for (const connection of host.getConnections(peerIdFromString(peerId))) {
@@ -316,7 +316,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
   })
   await host.start()
-  log.info({ listen: host.getMultiaddrs().map(String) }, 'libp2p listening')
+  log.info({ listen: host.getMultiaddrs().map(String), mdns: config.mdns, dht: config.dht }, 'libp2p listening')
   await announce()
   keeper = createKeeper({ host, self, bootstrap: config.bootstrap, log })
   onMembershipChange()

@@ -36,7 +36,9 @@ const FIELDS = {
   logLevel: { flag: '--log-level', env: 'W2WESHER_LOG_LEVEL' },
   metricsListen: { flag: '--metrics-listen', env: 'W2WESHER_METRICS_LISTEN' },
   hostsFile: { flag: '--hosts-file', env: 'W2WESHER_HOSTS_FILE' },
-  hostsDomain: { flag: '--hosts-domain', env: 'W2WESHER_HOSTS_DOMAIN' }
+  hostsDomain: { flag: '--hosts-domain', env: 'W2WESHER_HOSTS_DOMAIN' },
+  mdns: { flag: '--mdns / --no-mdns', env: 'W2WESHER_MDNS' },
+  dht: { flag: '--dht / --no-dht', env: 'W2WESHER_DHT' }
 } as const
 
 export type Field = keyof typeof FIELDS
@@ -63,6 +65,10 @@ export interface Config {
   /** hosts file holding our managed name block; undefined = off */
   hostsFile?: string
   hostsDomain: string
+  /** find members on the local segment by multicast DNS */
+  mdns: boolean
+  /** kad-dht as extra peer routing for members whose addresses gossip did not bring */
+  dht: boolean
 }
 
 const list = z.preprocess(
@@ -73,6 +79,11 @@ const int = (min: number, max: number): z.ZodType<number> => z.preprocess(
   v => typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v,
   z.number({ error: 'must be a whole number' }).int('must be a whole number').min(min, `must be at least ${min}`).max(max, `must be at most ${max}`)
 ) as z.ZodType<number>
+const BOOLEANS: Record<string, boolean> = { true: true, yes: true, on: true, 1: true, false: false, no: false, off: false, 0: false }
+const bool = z.preprocess(
+  v => typeof v === 'string' ? BOOLEANS[v.trim().toLowerCase()] ?? v : typeof v === 'number' ? BOOLEANS[String(v)] ?? v : v,
+  z.boolean({ error: 'must be true or false' })
+)
 
 const schema = z.object({
   psk: z.string().optional(),
@@ -93,7 +104,9 @@ const schema = z.object({
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
   metricsListen: z.string().optional(),
   hostsFile: z.string().min(1, 'must be a file path').optional(),
-  hostsDomain: z.string().regex(/^(?=.{1,200}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'must be a DNS domain such as "wesh" or "mesh.example"').transform(d => d.toLowerCase()).default('wesh')
+  hostsDomain: z.string().regex(/^(?=.{1,200}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'must be a DNS domain such as "wesh" or "mesh.example"').transform(d => d.toLowerCase()).default('wesh'),
+  mdns: bool.default(true),
+  dht: bool.default(false)
 }).strict()
 
 export interface ConfigSources {
@@ -163,7 +176,9 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
       ? undefined
       : attempt('metricsListen', () => parseListenAddress(c.metricsListen!)),
     hostsFile: c.hostsFile,
-    hostsDomain: c.hostsDomain
+    hostsDomain: c.hostsDomain,
+    mdns: c.mdns,
+    dht: c.dht
   }
 }
 

@@ -7,9 +7,11 @@ import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
 import { preSharedKey } from '@libp2p/pnet'
+import { mdns } from '@libp2p/mdns'
 import type { PrivateKey } from '@libp2p/interface'
+import type { kadDHT } from '@libp2p/kad-dht'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import type { Psk } from '../config/psk.ts'
+import { pskDerive, type Psk } from '../config/psk.ts'
 import { unmapIpv4 } from '../util/ip.ts'
 
 // The libp2p stack: TCP, gated by the network PSK (pnet), then Noise and yamux. Gossipsub
@@ -21,7 +23,14 @@ export interface HostOptions {
   listen: string[]
   /** addresses we must never announce or dial: overlay ranges (we would route over our own tunnel) */
   isOverlayAddress: (ip: string) => boolean
+  /** find members on the local segment by multicast DNS (the keeper dials what it finds) */
+  mdns?: boolean
+  /** kad-dht as extra peer routing; loaded only when on */
+  dht?: boolean
 }
+
+/** kad-dht protocol of our own: the mesh's DHT never mixes with a public one. */
+export const DHT_PROTOCOL = '/w2wesher/kad/1.0.0'
 
 export type Host = Awaited<ReturnType<typeof createHost>>
 
@@ -53,9 +62,33 @@ export async function createHost (opts: HostOptions) {
         allowPublishToZeroTopicPeers: true,
         emitSelf: false,
         floodPublish: true
-      })
+      }),
+      // mDNS answers with addressManager.getAddresses(), i.e. after the announce filter above:
+      // never loopback, link-local or overlay addresses
+      ...(opts.mdns === true ? { mdns: mdns({ serviceTag: mdnsServiceTag(opts.psk) }) } : {}),
+      ...(opts.dht === true ? { dht: await dhtService() } : {})
     }
   })
+}
+
+/**
+ * Our mDNS service name: a short one-way hash of the PSK, so meshes on one LAN do not even
+ * see each other (no futile dials between them). It reveals no more than that two nodes
+ * share a mesh, which their connections to each other show anyway.
+ */
+export function mdnsServiceTag (psk: Psk): string {
+  return `_w2w-${pskDerive(psk, 'mdns', 5).toString('hex')}._udp.local`
+}
+
+/**
+ * The DHT service (also used by the tests' hosts). Server mode: every member answers,
+ * there is no public DHT to protect. Addresses pass unfiltered (the default mapper would
+ * drop the private addresses a LAN mesh lives on); the dial gater still refuses loopback
+ * and overlay addresses.
+ */
+export async function dhtService (): Promise<ReturnType<typeof kadDHT>> {
+  const { kadDHT, passthroughMapper } = await import('@libp2p/kad-dht')
+  return kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: passthroughMapper })
 }
 
 

@@ -1,5 +1,7 @@
 import { connect } from 'node:net'
 import { peerIdFromString } from '@libp2p/peer-id'
+import type { PeerId, PeerInfo } from '@libp2p/interface'
+import { isPrivate } from '@libp2p/utils'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { tcpTarget, type Host } from './host.ts'
 import type { Logger } from '../log.ts'
@@ -8,6 +10,10 @@ import type { Logger } from '../log.ts'
 // members are redialled forever with capped, jittered backoff, so a partition heals by itself.
 // Ties: after a disconnect only the lower peer id redials at once; the higher one waits a
 // little longer and dials only if the connection has not come back by then.
+// Strangers found on the LAN (mDNS) are dialled once; a stranger that fails (another mesh,
+// a stale announcement) is retried with a long backoff and logged at debug only. With the
+// DHT on, a member whose record brought no address, or whose addresses fail, is looked up
+// there before the next dial.
 
 export interface KeeperOptions {
   host: Host
@@ -17,11 +23,15 @@ export interface KeeperOptions {
   /** first retry delay; doubles per failure up to maxBackoffMs */
   baseBackoffMs?: number
   maxBackoffMs?: number
+  /** cap of the retry delay for strangers found on the LAN that failed */
+  maxStrangerBackoffMs?: number
 }
 
 export interface Keeper {
   /** Members to keep connected, with the addresses their records announce. */
   setTargets: (targets: Map<string, string[]>) => void
+  /** A peer found by local discovery (mDNS); the keeper subscribes to the host's mDNS itself. */
+  discovered: (peer: PeerInfo) => void
   stop: () => void
 }
 
@@ -31,6 +41,16 @@ interface TargetState {
   timer?: NodeJS.Timeout
   dialing: boolean
   everConnected: boolean
+  /** when the DHT was last asked for this member's addresses */
+  lookedUpAt: number
+}
+
+interface StrangerState {
+  failures: number
+  /** no new dial before this time (ms) */
+  notBefore: number
+  dialing: boolean
+  timer?: NodeJS.Timeout
 }
 
 const TIE_YIELD_MS = 750
@@ -38,13 +58,23 @@ const TIE_YIELD_MS = 750
 const BOOTSTRAP_EAGER_TRIES = 10
 /** how long a bootstrap connection may go without teaching us a member before we redial */
 const BOOTSTRAP_SYNC_GRACE_MS = 15_000
+/** strangers remembered at most (mDNS answers are network input: bounded) */
+const MAX_STRANGERS = 256
+/** new strangers dialled: a burst of this many, then one a second (a flood of answers is not a flood of dials) */
+const STRANGER_BURST = 10
+/** at most one DHT lookup per member in this time */
+const DHT_LOOKUP_INTERVAL_MS = 10_000
 
 export function createKeeper (opts: KeeperOptions): Keeper {
   const { host, log } = opts
   const base = opts.baseBackoffMs ?? 500
   // 15 s: after a partition the first redial comes within ~19 s (with jitter), cheap enough idle
   const cap = opts.maxBackoffMs ?? 15_000
+  const strangerCap = opts.maxStrangerBackoffMs ?? 300_000
   const targets = new Map<string, TargetState>()
+  const strangers = new Map<string, StrangerState>()
+  let strangerTokens = STRANGER_BURST
+  let tokensAt = Date.now()
   /** per address: protected handshakes failed in a row although TCP answers */
   const pskSuspects = new Map<string, { count: number, warnedAt: number }>()
   let stopped = false
@@ -71,6 +101,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
     const id = peerIdFromString(peerId)
     try {
       await host.peerStore.merge(id, { multiaddrs: state.addrs })
+      await lookUp(id, state)
       await host.dial(id, { signal: AbortSignal.timeout(10_000) })
       state.failures = 0
       for (const ma of state.addrs) { const t = tcpTarget(ma); if (t !== undefined) pskSuspects.delete(`${t.host}:${t.port}`) }
@@ -84,6 +115,77 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       return
     }
     state.dialing = false
+  }
+
+  /**
+   * Gossip brought no address for this member, or its addresses failed: ask the DHT (when
+   * on) for the addresses the member's peers know now. What it finds lands in the peer
+   * store, which the dial that follows uses.
+   */
+  async function lookUp (id: PeerId, state: TargetState): Promise<void> {
+    if (host.services.dht === undefined || (state.addrs.length > 0 && state.failures === 0)) return
+    if (Date.now() - state.lookedUpAt < DHT_LOOKUP_INTERVAL_MS) return
+    state.lookedUpAt = Date.now()
+    try {
+      const found = await host.peerRouting.findPeer(id, { useCache: false, signal: AbortSignal.timeout(10_000) })
+      log.debug({ peer: id.toString(), addrs: found.multiaddrs.map(String) }, 'DHT found member addresses')
+    } catch (err) {
+      log.debug({ peer: id.toString(), err: errText(err) }, 'DHT lookup found nothing')
+    }
+  }
+
+  /**
+   * A stranger from mDNS: dial unless connected, a member (the member logic covers it) or
+   * backing off after a failure. Both sides hear each other: the lower peer id dials first.
+   * Failures stay at debug and never trigger the PSK hint: a node of another mesh on the
+   * same LAN is normal, not a misconfiguration.
+   */
+  function discovered (peer: PeerInfo): void {
+    const peerId = peer.id.toString()
+    if (stopped || peerId === opts.self || targets.has(peerId) || connected(peerId)) return
+    // mDNS is for the local segment (our answers list only private addresses): an answer
+    // must not make us dial the internet
+    const addrs = peer.multiaddrs.filter(ma => isPrivate(ma))
+    if (addrs.length === 0) return
+    let state = strangers.get(peerId)
+    if (state === undefined) {
+      if (strangers.size >= MAX_STRANGERS) forgetStranger(strangers.keys().next().value!)
+      state = { failures: 0, notBefore: 0, dialing: false }
+      strangers.set(peerId, state)
+    }
+    if (state.dialing || state.timer !== undefined || Date.now() < state.notBefore) return
+    const now = Date.now()
+    strangerTokens = Math.min(STRANGER_BURST, strangerTokens + (now - tokensAt) / 1000)
+    tokensAt = now
+    if (strangerTokens < 1) return // it answers again at the next mDNS round
+    strangerTokens--
+    const s = state
+    s.timer = setTimeout(() => { s.timer = undefined; void dialStranger(peer.id, addrs, s) }, opts.self < peerId ? 0 : TIE_YIELD_MS * 2)
+  }
+
+  async function dialStranger (id: PeerId, addrs: Multiaddr[], state: StrangerState): Promise<void> {
+    const peerId = id.toString()
+    if (stopped || targets.has(peerId) || connected(peerId)) return
+    state.dialing = true
+    try {
+      await host.dial(addrs.map(ma => ma.decapsulateCode(421).encapsulate(`/p2p/${peerId}`)), { signal: AbortSignal.timeout(10_000) })
+      log.debug({ peer: peerId }, 'connected to a peer found on the LAN')
+      strangers.delete(peerId)
+    } catch (err) {
+      state.failures++
+      // 8 s, 16 s, ... up to the cap: a foreign node on the LAN is not hammered
+      const retryMs = Math.min(strangerCap, base * 2 ** Math.min(state.failures + 3, 20)) * (0.75 + Math.random() * 0.5)
+      state.notBefore = Date.now() + retryMs
+      log.debug({ peer: peerId, err: errText(err), retryMs: Math.round(retryMs) }, 'dial to a peer found on the LAN failed (another mesh?)')
+    } finally {
+      state.dialing = false
+    }
+  }
+
+  function forgetStranger (peerId: string): void {
+    const state = strangers.get(peerId)
+    if (state?.timer !== undefined) clearTimeout(state.timer)
+    strangers.delete(peerId)
   }
 
   /**
@@ -154,6 +256,9 @@ export function createKeeper (opts: KeeperOptions): Keeper {
     if (state !== undefined) { state.everConnected = true; state.failures = 0 }
   })
 
+  const onLanPeer = (evt: CustomEvent<PeerInfo>): void => { discovered(evt.detail) }
+  host.services.mdns?.addEventListener('peer', onLanPeer)
+
   if (opts.bootstrap.length > 0) bootstrapTimer = setTimeout(() => { void dialBootstrap() }, 0)
 
   return {
@@ -168,13 +273,17 @@ export function createKeeper (opts: KeeperOptions): Keeper {
         const parsed = addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
         const state = targets.get(peerId)
         if (state !== undefined) { state.addrs = parsed; continue }
-        targets.set(peerId, { addrs: parsed, failures: 0, dialing: false, everConnected: false })
+        forgetStranger(peerId)
+        targets.set(peerId, { addrs: parsed, failures: 0, dialing: false, everConnected: false, lookedUpAt: 0 })
         // A member we have never been connected to may not know us yet: dial at once.
         if (!connected(peerId)) schedule(peerId, 0)
       }
     },
+    discovered,
     stop () {
       stopped = true
+      host.services.mdns?.removeEventListener('peer', onLanPeer)
+      for (const peerId of [...strangers.keys()]) forgetStranger(peerId)
       if (bootstrapTimer !== undefined) clearTimeout(bootstrapTimer)
       for (const state of targets.values()) if (state.timer !== undefined) clearTimeout(state.timer)
     }

@@ -11,7 +11,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { lpStream } from '@libp2p/utils'
 import type { PrivateKey } from '@libp2p/interface'
 import { pino } from 'pino'
-import { createHost, type Host } from '../../src/p2p/host.ts'
+import { createHost, dhtService, type Host } from '../../src/p2p/host.ts'
 import { startGossip, type Gossip } from '../../src/gossip/gossip.ts'
 import { signRecord, type NodeRecord } from '../../src/gossip/record.ts'
 import { Membership } from '../../src/membership/table.ts'
@@ -45,8 +45,8 @@ export async function freePort (): Promise<number> {
   })
 }
 
-/** The createHost stack without its dial gater, so that it can dial 127.0.0.1. */
-export async function testHost (privateKey: PrivateKey, psk: Psk, listen: string[]): Promise<Host> {
+/** The createHost stack without its dial gater, so that it can dial 127.0.0.1; `dht` adds createHost's DHT service. */
+export async function testHost (privateKey: PrivateKey, psk: Psk, listen: string[], opts: { dht?: boolean } = {}): Promise<Host> {
   return await createLibp2p({
     privateKey,
     addresses: { listen },
@@ -59,7 +59,8 @@ export async function testHost (privateKey: PrivateKey, psk: Psk, listen: string
     services: {
       identify: identify(),
       ping: ping(),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, floodPublish: true })
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, floodPublish: true }),
+      ...(opts.dht === true ? { dht: await dhtService() } : {})
     }
   })
 }
@@ -80,14 +81,14 @@ export interface MeshNode {
  * A node with a Membership and startGossip wired like the daemon. `real` builds its host
  * with src/p2p/host.ts createHost (it can be dialled, not dial loopback).
  */
-export async function startMeshNode (node: TestNode, psk: Psk, opts: { real: boolean, seq?: number, antiEntropySeconds?: number }): Promise<MeshNode> {
+export async function startMeshNode (node: TestNode, psk: Psk, opts: { real: boolean, seq?: number, antiEntropySeconds?: number, dht?: boolean, record?: Partial<NodeRecord> }): Promise<MeshNode> {
   const port = await freePort()
   const listen = [`/ip4/127.0.0.1/tcp/${port}`]
   const host = opts.real
-    ? await createHost({ privateKey: node.key, psk, listen, isOverlayAddress })
-    : await testHost(node.key, psk, listen)
+    ? await createHost({ privateKey: node.key, psk, listen, isOverlayAddress, dht: opts.dht })
+    : await testHost(node.key, psk, listen, { dht: opts.dht })
   const membership = new Membership({ self: node.peerId, selfWgPublicKey: node.wgPublicKey, ipv6Range: ranges.ipv6, ipv4Range: ranges.ipv4 })
-  const own = await signRecord(node.record({ seq: opts.seq ?? 1 }), node.key)
+  const own = await signRecord(node.record({ seq: opts.seq ?? 1, ...opts.record }), node.key)
   membership.setSelf(own)
   const gossip = await startGossip({
     host,

@@ -62,6 +62,21 @@ describe('config', () => {
     expect((await errorOf(load({}, {}, list))).message).toMatch(/mapping/)
   })
 
+  it('has mDNS on and the DHT off by default; both switch from flags, env and YAML', async () => {
+    expect(await load({ psk: hex })).toMatchObject({ mdns: true, dht: false })
+    expect(await load({ psk: hex, mdns: false, dht: true })).toMatchObject({ mdns: false, dht: true })
+    expect(await load({ psk: hex }, { W2WESHER_MDNS: 'off', W2WESHER_DHT: '1' })).toMatchObject({ mdns: false, dht: true })
+    const file = join(dir, 'bool.yaml')
+    await writeFile(file, `psk: "${hex}"\nmdns: false\ndht: yes\n`)
+    expect(await load({}, {}, file)).toMatchObject({ mdns: false, dht: true })
+    // a flag beats the env, which beats the file
+    expect(await load({ mdns: true }, { W2WESHER_MDNS: 'false' }, file)).toMatchObject({ mdns: true })
+    const bad = await errorOf(load({ psk: hex }, { W2WESHER_MDNS: 'maybe' }))
+    expect(bad.field).toBe('mdns')
+    expect(bad.message).toMatch(/^invalid mdns: must be true or false .*--mdns \/ --no-mdns, W2WESHER_MDNS/)
+    expect((await errorOf(load({ psk: hex, dht: 2 }))).field).toBe('dht')
+  })
+
   it('never puts the PSK into an error message', async () => {
     const secret = 'cd'.repeat(31)
     const err = await errorOf(load({ psk: secret }))

@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ipOf, tcpTarget } from '../../src/p2p/host.ts'
+import { ipOf, mdnsServiceTag, tcpTarget } from '../../src/p2p/host.ts'
+import { pskFromBytes } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
   it('reads the IP, treating IPv4-mapped IPv6 as the IPv4 it is', () => {
@@ -13,5 +14,16 @@ describe('multiaddr helpers', () => {
     expect(tcpTarget(multiaddr('/ip4/198.18.0.1/tcp/10042/p2p/12D3KooWHk62UNH4Z3sis1yPy7bwenEM4VbjQro1HPTx1SCFDiUK'))).toEqual({ host: '198.18.0.1', port: 10042 })
     expect(tcpTarget(multiaddr('/dns/node1.example.com/tcp/7'))).toEqual({ host: 'node1.example.com', port: 7 })
     expect(tcpTarget(multiaddr('/ip4/198.18.0.1/udp/7'))).toBeUndefined()
+  })
+})
+
+describe('mDNS service tag', () => {
+  it('is a stable DNS-SD name per PSK, differs between meshes and shows nothing of the key', () => {
+    const a = pskFromBytes(new Uint8Array(32).fill(1))
+    const b = pskFromBytes(new Uint8Array(32).fill(2))
+    expect(mdnsServiceTag(a)).toMatch(/^_w2w-[0-9a-f]{10}\._udp\.local$/)
+    expect(mdnsServiceTag(a)).toBe(mdnsServiceTag(pskFromBytes(new Uint8Array(32).fill(1))))
+    expect(mdnsServiceTag(a)).not.toBe(mdnsServiceTag(b))
+    expect(mdnsServiceTag(a)).not.toContain('0101010101')
   })
 })

@@ -1,0 +1,159 @@
+import { describe, it, expect, afterEach } from 'vitest'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { PeerInfo } from '@libp2p/interface'
+import { pino } from 'pino'
+import { createKeeper, type Keeper } from '../../src/p2p/keeper.ts'
+import type { Host } from '../../src/p2p/host.ts'
+import { makeNode } from '../unit/fixtures.ts'
+import { startMeshNode, testHost, testPsk, waitFor, type MeshNode } from './harness.ts'
+
+// The keeper's two extra sources of addresses: peers found on the LAN (mDNS hands them to
+// keeper.discovered; the e2e test drives the real multicast path) and the DHT, asked for a
+// member whose record brought no address.
+
+const psk = testPsk(0x3d)
+
+interface Line { level: number, msg: string, [key: string]: unknown }
+function captureLog (): { log: pino.Logger, lines: Line[] } {
+  const lines: Line[] = []
+  const log = pino({ level: 'debug' }, { write: (text: string) => { lines.push(JSON.parse(text) as Line) } })
+  return { log, lines }
+}
+const WARN = 40
+
+const cleanup: Array<() => Promise<void> | void> = []
+afterEach(async () => {
+  for (const fn of cleanup.splice(0).reverse()) await fn()
+})
+
+function keeperFor (host: Host, log: pino.Logger, bootstrap: string[] = []): Keeper {
+  const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap, log })
+  cleanup.push(() => keeper.stop())
+  return keeper
+}
+
+/** Keep the keeper's targets in step with membership, as src/daemon.ts does. */
+function follow (node: MeshNode, keeper: Keeper): void {
+  const update = (): void => keeper.setTargets(new Map(node.membership.members().map(e => [e.record.peerId, e.record.addrs])))
+  node.membership.onChange(update)
+  update()
+}
+
+async function started (node: Promise<MeshNode>): Promise<MeshNode> {
+  const n = await node
+  cleanup.push(async () => { await n.stop() })
+  return n
+}
+
+const infoOf = (node: MeshNode): PeerInfo => ({ id: peerIdFromString(node.node.peerId), multiaddrs: [node.addr.decapsulateCode(421)] })
+/** longer than the keeper's yield to a lower peer id */
+const TIE_WAIT_MS = 2000
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+describe('peers found on the LAN', () => {
+  it('a node of another mesh is dialled once, then left alone for seconds, quietly and with no PSK hint', async () => {
+    const foreign = await started(startMeshNode(await makeNode('foreign'), testPsk(0x99), { real: true }))
+    const host = await testHost(await generateKeyPair('Ed25519'), psk, ['/ip4/127.0.0.1/tcp/0'])
+    await host.start()
+    cleanup.push(async () => { await host.stop() })
+    const { log, lines } = captureLog()
+    const keeper = keeperFor(host, log)
+    const failures = (): Line[] => lines.filter(l => l.msg.startsWith('dial to a peer found on the LAN failed'))
+    let dials = 0
+    const dial = host.dial.bind(host)
+    host.dial = async (...args: Parameters<Host['dial']>) => { dials++; return await dial(...args) }
+
+    // a LAN that answers far more often than mDNS does (every 10 s): every 100 ms
+    const t0 = Date.now()
+    await waitFor('the first failed dial', () => { keeper.discovered(infoOf(foreign)); return failures().length > 0 }, 15_000)
+    const firstFailureMs = Date.now() - t0
+    for (let i = 0; i < 40; i++) { keeper.discovered(infoOf(foreign)); await sleep(100) }
+
+    expect(dials).toBe(1)
+    expect(failures()).toHaveLength(1)
+    expect(failures()[0]!.retryMs).toBeGreaterThanOrEqual(6000)
+    expect(lines.filter(l => l.level >= WARN)).toEqual([])
+    expect(lines.some(l => /PSK/.test(l.msg))).toBe(false)
+    expect(host.getConnections(peerIdFromString(foreign.node.peerId))).toHaveLength(0)
+    console.log(`wrong-PSK dial failed after ${firstFailureMs} ms; no second dial in the 4 s that followed`)
+  }, 40_000)
+
+  it('dials only private addresses from an answer, and a flood of strangers only at a bounded rate', async () => {
+    const host = await testHost(await generateKeyPair('Ed25519'), psk, ['/ip4/127.0.0.1/tcp/0'])
+    cleanup.push(async () => { await host.stop() })
+    const dialled: string[][] = []
+    // nothing leaves the process: the dial is recorded and fails at once
+    host.dial = async (target: Parameters<Host['dial']>[0]) => {
+      dialled.push((Array.isArray(target) ? target : [target]).map(String))
+      throw new Error('refused')
+    }
+    const keeper = keeperFor(host, captureLog().log)
+    const stranger = async (...addrs: string[]): Promise<PeerInfo> => ({ id: peerIdFromPrivateKey(await generateKeyPair('Ed25519')), multiaddrs: addrs.map(a => multiaddr(a)) })
+
+    keeper.discovered(await stranger('/dns4/example.com/tcp/10042'))
+    keeper.discovered(await stranger('/ip4/192.168.7.3/tcp/10042', '/dns4/example.com/tcp/10042'))
+    const flood = await Promise.all(Array.from({ length: 40 }, async (_, i) => await stranger(`/ip4/10.9.0.${i + 1}/tcp/10042`)))
+    for (const peer of flood) keeper.discovered(peer)
+    await sleep(TIE_WAIT_MS)
+
+    expect(dialled.some(addrs => addrs.some(a => a.includes('example.com')))).toBe(false)
+    expect(dialled.some(addrs => addrs.length === 1 && addrs[0]!.startsWith('/ip4/192.168.7.3/tcp/10042/p2p/'))).toBe(true)
+    // a burst of 10 at most (plus what one second refills), not 41
+    expect(dialled.length).toBeLessThanOrEqual(12)
+    expect(dialled.length).toBeGreaterThanOrEqual(10)
+  }, 20_000)
+
+  it('a node of our mesh found on the LAN becomes a member with no bootstrap', async () => {
+    const other = await started(startMeshNode(await makeNode('other'), psk, { real: true }))
+    const self = await started(startMeshNode(await makeNode('self'), psk, { real: false }))
+    const { log, lines } = captureLog()
+    const keeper = keeperFor(self.host, log)
+    follow(self, keeper)
+    // both ids may be the higher one: the lower dials at once, the higher after a short yield
+    keeper.discovered(infoOf(other))
+    await waitFor('the LAN peer to become a member', () => self.membership.get(other.node.peerId) !== undefined, 10_000)
+    expect(lines.filter(l => l.level >= WARN)).toEqual([])
+  }, 30_000)
+})
+
+describe('DHT peer routing', () => {
+  /**
+   * A joins through B. C is connected to B only, and C's record lists no address, so gossip
+   * teaches A that C exists but not where: only a DHT lookup can connect A to C.
+   */
+  async function scenario (dht: boolean): Promise<{ a: MeshNode, c: MeshNode, lines: Line[] }> {
+    const b = await started(startMeshNode(await makeNode('b'), psk, { real: false, dht }))
+    const c = await started(startMeshNode(await makeNode('c'), psk, { real: false, dht, record: { addrs: [] } }))
+    await c.host.dial(b.addr)
+    await waitFor('B to learn C', () => b.membership.get(c.node.peerId) !== undefined)
+    const a = await started(startMeshNode(await makeNode('a'), psk, { real: false, dht }))
+    const { log, lines } = captureLog()
+    follow(a, keeperFor(a.host, log, [b.addr.toString()]))
+    await waitFor('A to learn C from B', () => a.membership.get(c.node.peerId) !== undefined, 10_000)
+    expect(a.membership.get(c.node.peerId)!.record.addrs).toEqual([])
+    return { a, c, lines }
+  }
+  const connected = (a: MeshNode, c: MeshNode): boolean => a.host.getConnections(peerIdFromString(c.node.peerId)).length > 0
+
+  it('without the DHT, a member whose record has no address stays out of reach', async () => {
+    const { a, c } = await scenario(false)
+    await sleep(4000)
+    expect(connected(a, c)).toBe(false)
+  }, 40_000)
+
+  it('with the DHT, the keeper looks the member up by its peer id, finds its address and connects', async () => {
+    const { a, c, lines } = await scenario(true)
+    const since = Date.now()
+    await waitFor('A to connect to C', () => connected(a, c), 20_000)
+    const connectedMs = Date.now() - since
+    // the connection may come from the lookup's own query (it contacts C on the way) before
+    // findPeer returns: either way the keeper's lookup is what ran, and it found C's address
+    await waitFor('the keeper\'s lookup', () => lines.some(l => /^DHT /.test(l.msg)), 20_000)
+    const found = lines.find(l => l.msg === 'DHT found member addresses' && l.peer === c.node.peerId)
+    expect(found?.addrs).toContain(c.addr.decapsulateCode(421).toString())
+    console.log(`A connected to C through the DHT ${connectedMs} ms after learning C's record`)
+    expect(lines.filter(l => l.level >= WARN)).toEqual([])
+  }, 40_000)
+})
