@@ -102,16 +102,19 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   // Routed subnets: decided from the records (the same on every node), logged when it changes.
   let routing: RouteResolution = { verdicts: [] }
   const reviewRoutes = (): void => {
-    const live = [...membership.members().map(e => e.record), membership.get(self)?.record].filter((r): r is NodeRecord => r !== undefined && r.leaving !== true)
-    // Not usable here: a route over our own underlay addresses or a member's endpoint would
-    // carry the tunnel inside itself; an IPv4 route needs our IPv4 overlay address as source.
-    const underlay = [...localEndpoints(0, isOverlayAddress), ...live.flatMap(r => r.endpoints)].map(e => e.replace(/^\[?(.*?)\]?:\d+$/, '$1'))
-    const next = resolveRoutes(live.map(r => ({ peerId: r.peerId, name: r.name, since: r.ipv6.since, routes: r.routes })), {
+    const live = membership.members().map(e => e.record)
+    // Not usable here: a route over our own underlay addresses or another member's endpoint
+    // would carry the tunnel inside itself; an IPv4 route needs our IPv4 overlay address as source.
+    const hostOf = (endpoint: string): string => endpoint.replace(/^\[?(.*?)\]?:\d+$/, '$1')
+    const ownAddresses = localEndpoints(0, isOverlayAddress).map(hostOf)
+    const us = { peerId: self, name: config.name, since: claims.ipv6.since, routes: config.routes }
+    const next = resolveRoutes([us, ...live.map(r => ({ peerId: r.peerId, name: r.name, since: r.ipv6.since, routes: r.routes }))], {
       overlay: [ranges.ipv6, ...(ranges.ipv4 === undefined ? [] : [ranges.ipv4])],
       self,
-      localProblem: cidr => {
+      localProblem: (cidr, peerId) => {
         if (!cidr.includes(':') && claims.ipv4 === undefined) return 'this node has no IPv4 overlay address to send from (set overlayIpv4)'
-        const hit = underlay.find(ip => cidrContainsIp(cidr, ip))
+        const endpoints = live.filter(r => r.peerId !== peerId).flatMap(r => r.endpoints.map(hostOf))
+        const hit = [...ownAddresses, ...endpoints].find(ip => cidrContainsIp(cidr, ip))
         return hit === undefined ? undefined : `covers ${hit}, an underlay address the tunnel itself uses`
       }
     })
@@ -229,7 +232,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       ...(claims.ipv4 !== undefined ? { ipv4: toClaim(claims.ipv4) } : {}),
       ipv6: toClaim(claims.ipv6),
       wgPort: config.wgPort,
-      endpoints: localEndpoints(config.wgPort, isOverlayAddress),
+      // not the addresses of our own routed subnets: others send those into the tunnel
+      endpoints: localEndpoints(config.wgPort, ip => isOverlayAddress(ip) || config.routes.some(r => cidrContainsIp(r, ip))),
       addrs: host.getMultiaddrs().map(ma => ma.decapsulateCode(421).toString()).slice(0, 16),
       routes: config.routes,
       seq,
@@ -332,6 +336,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   })
   // The interface (with the peers restored from the dump) and the libp2p host come up side by
   // side: neither waits for the other, and tunnels from the dump work before any network contact.
+  // routes restored from the dump go into the first apply: a restart must not drop them
+  reviewRoutes()
   const interfaceReady = reconciler.runNow().then(() => {
     log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
   })

@@ -10,8 +10,8 @@ import { ipToBigInt } from '../util/ip.ts'
 //   of its IPv6 overlay address, a value every node sees in the record), ties go to the lower
 //   peer id; within one member, the route listed first. A refused route blocks nothing.
 // On top of that, each node refuses locally (without affecting anybody's decision) a route it
-// cannot use: one covering its own underlay addresses or a member's WireGuard endpoint (it
-// would route the tunnel into itself), or an IPv4 route when it has no IPv4 overlay address
+// cannot use: one covering its own underlay addresses or another member's WireGuard endpoint
+// (it would route the tunnel into itself), or an IPv4 route when it has no IPv4 overlay address
 // (replies would come from an address the announcer's WireGuard does not accept).
 
 /** At most this many routes per node: keeps the record well under its 4 KiB limit. */
@@ -109,7 +109,7 @@ export interface ResolveOptions {
   /** peer id of this node: its own routes are judged but never refused locally */
   self?: string
   /** a node-local reason not to use another member's route (see the top of this file) */
-  localProblem?: (cidr: string) => string | undefined
+  localProblem?: (cidr: string, peerId: string) => string | undefined
 }
 
 const seniorFirst = (a: RouteMember, b: RouteMember): number =>
@@ -145,7 +145,7 @@ export function resolveRoutes (members: RouteMember[], opts: ResolveOptions): Ro
   // Local refusals come last: they never change which announcement wins.
   for (const v of verdicts) {
     if (!v.accepted || v.peerId === opts.self || opts.localProblem === undefined) continue
-    const reason = opts.localProblem(v.cidr)
+    const reason = opts.localProblem(v.cidr, v.peerId)
     if (reason !== undefined) Object.assign(v, { accepted: false, reason, local: true })
   }
   return { verdicts }
