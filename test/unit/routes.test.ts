@@ -5,6 +5,7 @@ import { createReconciler } from '../../src/reconciler/reconciler.ts'
 import { createMemoryDriver } from '../../src/wireguard/memory.ts'
 import { generateWgKeyPair } from '../../src/wireguard/keys.ts'
 import { makeNode, membershipFor, ranges } from './fixtures.ts'
+import { formatStatus, type StatusReport } from '../../src/control/status.ts'
 
 const overlay = [ranges.ipv6, ranges.ipv4]
 const member = (peerId: string, since: number, routes: string[]): RouteMember => ({ peerId, name: `n-${peerId}`, since, routes })
@@ -163,5 +164,23 @@ describe('routes in AllowedIPs and kernel routes', () => {
     } finally {
       reconciler.stop()
     }
+  })
+})
+
+describe('status', () => {
+  it('lists every announced route with the member behind it, and why a refused one was refused', () => {
+    const member = (name: string, routes: StatusReport['members'][number]['routes']): StatusReport['members'][number] => ({
+      peerId: `12D3KooW${name}xxxxxxxx`, name, ipv6: 'fd00::2', ipv4: null, endpoint: null, handshakeAgeSeconds: 3, rxBytes: 0, txBytes: 0, connected: true, routes, recordAgeSeconds: 1, state: 'ok'
+    })
+    const report: StatusReport = {
+      self: { peerId: '12D3KooWself', name: 'me', interface: 'wesh0', implementation: 'memory', wgPublicKey: 'k', wgPort: 10042, ipv6: 'fd00::1', ipv4: null, listen: [], routes: [{ cidr: 'fd77::/48', accepted: true, reason: null }] },
+      members: [
+        member('r2', [{ cidr: '10.77.0.0/24', accepted: true, reason: null }]),
+        member('r3', [{ cidr: '10.77.0.128/25', accepted: false, reason: 'overlaps 10.77.0.0/24 of r2' }])
+      ]
+    }
+    const text = formatStatus(report)
+    expect(text).toContain('\nroutes\n  fd77::/48       via me (this node)\n  10.77.0.0/24    via r2\n  10.77.0.128/25  via r3  REFUSED: overlaps 10.77.0.0/24 of r2')
+    expect(formatStatus({ self: { ...report.self, routes: [] }, members: [] })).not.toContain('routes')
   })
 })
