@@ -98,6 +98,18 @@ describe.skipIf(skip)('routed subnets (3 daemons)', () => {
     expect(status('r3').self.routes).toEqual([{ cidr: OVERLAP, accepted: false, reason: expect.stringMatching(/of r2/) }])
   })
 
+  it('a restart keeps the installed routes: the first apply neither removes nor re-adds them', async () => {
+    expect((await daemon('r3').stop('SIGTERM')).code).toBe(0)
+    expect(await kernelRoutes('r3')).toEqual([SUBNET4, SUBNET6].sort()) // no daemon: routes stay with the interface
+    const again = lab.spawnDaemon('r3', args('r3', [OVERLAP]))
+    await again.waitForLog(r => r.msg === 'wireguard interface ready', 10_000)
+    expect(await kernelRoutes('r3')).toEqual([SUBNET4, SUBNET6].sort())
+    expect(again.logRecords().filter(r => typeof r.msg === 'string' && r.msg.includes('routes via'))).toEqual([])
+    expect(await lab.ping('r3', '10.77.0.1')).toBe(true)
+    // still the junior claim after the restart (its address claim, and so its seniority, is kept)
+    await again.waitForLog(r => typeof r.msg === 'string' && r.msg.startsWith(`our route ${OVERLAP} is refused`), 5000)
+  })
+
   it('when r2 leaves, its routes go and r3\'s claim takes over', async () => {
     execFileSync('ip', ['netns', 'exec', lab.node('r2').ns, process.execPath, DAEMON_BIN, 'leave', '--state-dir', lab.node('r2').stateDir], { encoding: 'utf8' })
     await waitFor(async () => (await peerOf('r1', 'r3'))?.allowedIps.includes(OVERLAP) === true ? true : undefined, { timeoutMs: 10_000 })
