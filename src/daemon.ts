@@ -10,7 +10,7 @@ import { startGossip, type Gossip } from './gossip/gossip.ts'
 import { signRecord, RECORD_VERSION, type NodeRecord, type RecordClaim } from './gossip/record.ts'
 import { Membership } from './membership/table.ts'
 import { chooseClaim, inRange, ula64, type Claim, type OverlayRange } from './membership/ipam.ts'
-import { acceptedRoutes, cidrContainsIp, resolveRoutes, routeEvents, type RouteResolution } from './membership/routes.ts'
+import { acceptedRoutes, cidrContainsIp, localRouteProblem, resolveRoutes, routeEvents, type RouteResolution } from './membership/routes.ts'
 import { createReconciler, type Reconciler } from './reconciler/reconciler.ts'
 import { desiredPeers, formatEndpoint } from './reconciler/desired.ts'
 import type { WgDriver, WgInterfaceConfig } from './wireguard/driver.ts'
@@ -103,20 +103,15 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   let routing: RouteResolution = { verdicts: [] }
   const reviewRoutes = (): void => {
     const live = membership.members().map(e => e.record)
-    // Not usable here: a route over our own underlay addresses or another member's endpoint
-    // would carry the tunnel inside itself; an IPv4 route needs our IPv4 overlay address as source.
-    const hostOf = (endpoint: string): string => endpoint.replace(/^\[?(.*?)\]?:\d+$/, '$1')
-    const ownAddresses = localEndpoints(0, isOverlayAddress).map(hostOf)
     const us = { peerId: self, name: config.name, since: claims.ipv6.since, routes: config.routes }
     const next = resolveRoutes([us, ...live.map(r => ({ peerId: r.peerId, name: r.name, since: r.ipv6.since, routes: r.routes }))], {
       overlay: [ranges.ipv6, ...(ranges.ipv4 === undefined ? [] : [ranges.ipv4])],
       self,
-      localProblem: (cidr, peerId) => {
-        if (!cidr.includes(':') && claims.ipv4 === undefined) return 'this node has no IPv4 overlay address to send from (set overlayIpv4)'
-        const endpoints = live.filter(r => r.peerId !== peerId).flatMap(r => r.endpoints.map(hostOf))
-        const hit = [...ownAddresses, ...endpoints].find(ip => cidrContainsIp(cidr, ip))
-        return hit === undefined ? undefined : `covers ${hit}, an underlay address the tunnel itself uses`
-      }
+      localProblem: localRouteProblem({
+        ownAddresses: localEndpoints(0, isOverlayAddress).map(e => e.replace(/^\[?(.*?)\]?:\d+$/, '$1')),
+        members: live,
+        hasIpv4: claims.ipv4 !== undefined
+      })
     })
     for (const e of routeEvents(routing, next, self)) log[e.level](e.fields, e.msg)
     routing = next

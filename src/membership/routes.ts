@@ -151,6 +151,28 @@ export function resolveRoutes (members: RouteMember[], opts: ResolveOptions): Ro
   return { verdicts }
 }
 
+export interface LocalRouteContext {
+  /** this node's own underlay (non-overlay) addresses */
+  ownAddresses: string[]
+  /** every other member's candidate WireGuard endpoints ("IP:PORT", "[IPv6]:PORT") */
+  members: Array<{ peerId: string, endpoints: string[] }>
+  /** this node has an IPv4 overlay address to send from */
+  hasIpv4: boolean
+}
+
+const hostOf = (endpoint: string): string => endpoint.replace(/^\[?(.*?)\]?:\d+$/, '$1')
+
+/** The node-local refusals described at the top of this file, as a ResolveOptions.localProblem. */
+export function localRouteProblem (ctx: LocalRouteContext): (cidr: string, peerId: string) => string | undefined {
+  return (cidr, peerId) => {
+    if (!cidr.includes(':') && !ctx.hasIpv4) return 'this node has no IPv4 overlay address to send from (set overlayIpv4)'
+    // the announcer's own endpoints may well sit inside its subnet; nobody else's may
+    const endpoints = ctx.members.filter(m => m.peerId !== peerId).flatMap(m => m.endpoints.map(hostOf))
+    const hit = [...ctx.ownAddresses, ...endpoints].find(ip => cidrContainsIp(cidr, ip))
+    return hit === undefined ? undefined : `covers ${hit}, an underlay address the tunnel itself uses`
+  }
+}
+
 /** The routes this node should send to `peerId` (its AllowedIPs beyond the overlay addresses). */
 export function acceptedRoutes (resolution: RouteResolution, peerId: string): string[] {
   return resolution.verdicts.filter(v => v.accepted && v.peerId === peerId).map(v => v.cidr)

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { acceptedRoutes, canonicalRoute, cidrContainsIp, cidrsOverlap, resolveRoutes, routeEvents, routeProblem, type RouteMember } from '../../src/membership/routes.ts'
+import { acceptedRoutes, canonicalRoute, cidrContainsIp, cidrsOverlap, localRouteProblem, resolveRoutes, routeEvents, routeProblem, type RouteMember } from '../../src/membership/routes.ts'
 import { desiredPeers } from '../../src/reconciler/desired.ts'
 import { createReconciler } from '../../src/reconciler/reconciler.ts'
 import { createMemoryDriver } from '../../src/wireguard/memory.ts'
@@ -85,6 +85,30 @@ describe('resolveRoutes', () => {
     expect(r.verdicts.map(v => [v.peerId, v.accepted, v.local === true])).toEqual([['A', false, true], ['B', false, false], ['ME', true, false]])
     // B still lost to A (the mesh-wide decision), not to the local refusal
     expect(r.verdicts[1]!.reason).toMatch(/of n-A/)
+  })
+})
+
+describe('localRouteProblem', () => {
+  const check = localRouteProblem({
+    ownAddresses: ['198.18.0.3', '2001:db8::3'],
+    members: [{ peerId: 'A', endpoints: ['203.0.113.7:10042', '10.77.0.1:10042'] }, { peerId: 'B', endpoints: ['[2001:db8:5::9]:10042'] }],
+    hasIpv4: true
+  })
+  it('refuses routes over our own underlay addresses and other members\' endpoints', () => {
+    expect(check('198.18.0.0/16', 'A')).toBe('covers 198.18.0.3, an underlay address the tunnel itself uses')
+    expect(check('2001:db8::/48', 'A')).toMatch(/covers 2001:db8::3/)
+    expect(check('203.0.113.0/24', 'B')).toMatch(/covers 203\.0\.113\.7/)
+    expect(check('2001:db8:5::/48', 'A')).toMatch(/covers 2001:db8:5::9/)
+  })
+  it('allows the announcer\'s own endpoints inside its subnet, and ordinary subnets', () => {
+    expect(check('10.77.0.0/24', 'A')).toBeUndefined()
+    expect(check('10.77.0.0/24', 'B')).toMatch(/covers 10\.77\.0\.1/)
+    expect(check('fd77::/48', 'B')).toBeUndefined()
+  })
+  it('refuses IPv4 routes when this node has no IPv4 overlay address', () => {
+    const v6only = localRouteProblem({ ownAddresses: [], members: [], hasIpv4: false })
+    expect(v6only('10.77.0.0/24', 'A')).toMatch(/no IPv4 overlay address/)
+    expect(v6only('fd77::/48', 'A')).toBeUndefined()
   })
 })
 
