@@ -40,6 +40,8 @@ function daemonOptions (cmd: Command): Command {
     .option('--refresh-seconds <seconds>', 'how often the record is re-announced as a liveness signal (default 300)')
     .option('--expiry-seconds <seconds>', 'forget a member not heard from for this long (default 604800, 7 days)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']))
+    .addOption(new Option('--log-format <format>', 'log lines: readable on a terminal and JSON otherwise (auto), or always one').choices(['auto', 'json', 'pretty']))
+    .option('--route <cidr>', 'subnet behind this node to route the mesh to, e.g. 10.77.0.0/24; repeatable, comma-separated', collect)
     .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9586 (default off)')
     .option('--hosts-file <path>', 'keep a managed block of member names in this hosts file, e.g. /etc/hosts (default off)')
     .option('--hosts-domain <domain>', 'domain of the names in the hosts file block (default wesh)')
@@ -68,6 +70,8 @@ interface DaemonFlags {
   refreshSeconds?: string
   expirySeconds?: string
   logLevel?: string
+  logFormat?: string
+  route?: string[]
   metricsListen?: string
   hostsFile?: string
   hostsDomain?: string
@@ -76,7 +80,8 @@ interface DaemonFlags {
 }
 
 async function runDaemon (flags: DaemonFlags): Promise<void> {
-  const { config: file, ...rest } = flags
+  const { config: file, route, ...other } = flags
+  const rest = { ...other, routes: route }
   const { ConfigError, loadConfig } = await import('../src/config/config.ts')
   const { createLogger } = await import('../src/log.ts')
   let config
@@ -86,7 +91,7 @@ async function runDaemon (flags: DaemonFlags): Promise<void> {
     if (err instanceof ConfigError) fail(2, err.message)
     throw err
   }
-  const log = createLogger(config.logLevel)
+  const log = createLogger(config.logLevel, config.logFormat)
   // Loaded lazily: genpsk and config errors should not pay for importing libp2p.
   const { startDaemon } = await import('../src/daemon.ts')
   let daemon

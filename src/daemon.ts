@@ -10,6 +10,7 @@ import { startGossip, type Gossip } from './gossip/gossip.ts'
 import { signRecord, RECORD_VERSION, type NodeRecord, type RecordClaim } from './gossip/record.ts'
 import { Membership } from './membership/table.ts'
 import { chooseClaim, inRange, ula64, type Claim, type OverlayRange } from './membership/ipam.ts'
+import { acceptedRoutes, cidrContainsIp, localRouteProblem, resolveRoutes, routeEvents, type RouteResolution } from './membership/routes.ts'
 import { createReconciler, type Reconciler } from './reconciler/reconciler.ts'
 import { desiredPeers, formatEndpoint } from './reconciler/desired.ts'
 import type { WgDriver, WgInterfaceConfig } from './wireguard/driver.ts'
@@ -17,7 +18,7 @@ import { createSystemDriver } from './wireguard/system.ts'
 import type { Logger } from './log.ts'
 import { decodeEnvelope, encodeEnvelope, forgetState, loadState, saveState } from './state/store.ts'
 import { serveControl } from './control/socket.ts'
-import type { StatusReport } from './control/status.ts'
+import type { RouteStatus, StatusReport } from './control/status.ts'
 import { createMetrics, serveMetrics, type MetricsServer } from './metrics/metrics.ts'
 import { createHostsWriter, type HostsWriter } from './hosts/hosts.ts'
 
@@ -98,9 +99,29 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     return undefined
   }
 
+  // Routed subnets: decided from the records (the same on every node), logged when it changes.
+  let routing: RouteResolution = { verdicts: [] }
+  const reviewRoutes = (): void => {
+    const live = membership.members().map(e => e.record)
+    const us = { peerId: self, name: config.name, since: claims.ipv6.since, routes: config.routes }
+    const next = resolveRoutes([us, ...live.map(r => ({ peerId: r.peerId, name: r.name, since: r.ipv6.since, routes: r.routes }))], {
+      overlay: [ranges.ipv6, ...(ranges.ipv4 === undefined ? [] : [ranges.ipv4])],
+      self,
+      localProblem: localRouteProblem({
+        ownAddresses: localEndpoints(0, isOverlayAddress).map(e => e.replace(/^\[?(.*?)\]?:\d+$/, '$1')),
+        members: live,
+        hasIpv4: claims.ipv4 !== undefined
+      })
+    })
+    for (const e of routeEvents(routing, next, self)) log[e.level](e.fields, e.msg)
+    routing = next
+  }
+
   const status = async (): Promise<StatusReport> => {
     const device = await driver.read(config.interface).catch(() => undefined)
     const byKey = new Map(device?.peers.map(p => [p.publicKey, p]))
+    const routeStatus = (peerId: string): RouteStatus[] => routing.verdicts.filter(v => v.peerId === peerId)
+      .map(v => ({ cidr: v.cidr, accepted: v.accepted, reason: v.reason ?? null }))
     const nowMs = Date.now()
     return {
       self: {
@@ -112,7 +133,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
         wgPort: config.wgPort,
         ipv6: claims.ipv6.address,
         ipv4: claims.ipv4?.address ?? null,
-        listen: host.getMultiaddrs().map(String)
+        listen: host.getMultiaddrs().map(String),
+        routes: routeStatus(self)
       },
       members: membership.members().map(({ record, receivedAt }) => {
         const wg = byKey.get(record.wgPublicKey)
@@ -129,6 +151,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
           rxBytes: wg?.rxBytes ?? 0,
           txBytes: wg?.txBytes ?? 0,
           connected,
+          routes: routeStatus(record.peerId),
           recordAgeSeconds: recordAge,
           state: recordAge > config.refreshSeconds * 3 ? 'stale' : handshakeAge !== null && handshakeAge < 180 ? 'ok' : 'connecting'
         }
@@ -186,8 +209,10 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       members: membership.members().map(e => e.record),
       owners: { 4: membership.owners(4), 6: membership.owners(6) },
       connectedHost,
-      persistentKeepalive: config.persistentKeepalive
-    })
+      persistentKeepalive: config.persistentKeepalive,
+      routes: peerId => acceptedRoutes(routing, peerId)
+    }),
+    routes: () => routing.verdicts.filter(v => v.accepted && v.peerId !== self).map(v => v.cidr)
   })
 
   let seq = saved?.seq ?? 0
@@ -202,9 +227,10 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       ...(claims.ipv4 !== undefined ? { ipv4: toClaim(claims.ipv4) } : {}),
       ipv6: toClaim(claims.ipv6),
       wgPort: config.wgPort,
-      endpoints: localEndpoints(config.wgPort, isOverlayAddress),
+      // not the addresses of our own routed subnets: others send those into the tunnel
+      endpoints: localEndpoints(config.wgPort, ip => isOverlayAddress(ip) || config.routes.some(r => cidrContainsIp(r, ip))),
       addrs: host.getMultiaddrs().map(ma => ma.decapsulateCode(421).toString()).slice(0, 16),
-      routes: [],
+      routes: config.routes,
       seq,
       issuedAt: Date.now()
     }
@@ -292,6 +318,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     }
     keeper?.setTargets(new Map(members.map(e => [e.record.peerId, e.record.addrs])))
     if (reviewClaims()) void announce()
+    reviewRoutes()
     reconciler.schedule()
     saveSoon()
     const key = JSON.stringify([claims.ipv6.address, claims.ipv4?.address, members.map(({ record: r }) => [r.peerId, r.name, r.ipv6.address, r.ipv4?.address]).sort()])
@@ -312,6 +339,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   })
   // The interface (with the peers restored from the dump) and the libp2p host come up side by
   // side: neither waits for the other, and tunnels from the dump work before any network contact.
+  // routes restored from the dump go into the first apply: a restart must not drop them
+  reviewRoutes()
   const interfaceReady = reconciler.runNow().then(() => {
     log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
   })

@@ -2,9 +2,10 @@ import { readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { z } from 'zod'
 import { parse as parseYaml } from 'yaml'
-import { parsePsk, type Psk } from './psk.ts'
+import { parsePsk, pskDerive, type Psk } from './psk.ts'
 import { DEFAULT_PORT, parseBootstrap, parseListen } from './addresses.ts'
-import { ipv4Range, type OverlayRange } from '../membership/ipam.ts'
+import { ipv4Range, ula64, type OverlayRange } from '../membership/ipam.ts'
+import { canonicalRoute, cidrsOverlap, MAX_ROUTES, routeProblem } from '../membership/routes.ts'
 import { parseListenAddress, type ListenAddress } from '../metrics/listen.ts'
 
 // Configuration comes from flags > environment > YAML file > defaults. Every value is
@@ -34,6 +35,8 @@ const FIELDS = {
   refreshSeconds: { flag: '--refresh-seconds', env: 'W2WESHER_REFRESH_SECONDS' },
   expirySeconds: { flag: '--expiry-seconds', env: 'W2WESHER_EXPIRY_SECONDS' },
   logLevel: { flag: '--log-level', env: 'W2WESHER_LOG_LEVEL' },
+  logFormat: { flag: '--log-format', env: 'W2WESHER_LOG_FORMAT' },
+  routes: { flag: '--route', env: 'W2WESHER_ROUTES' },
   metricsListen: { flag: '--metrics-listen', env: 'W2WESHER_METRICS_LISTEN' },
   hostsFile: { flag: '--hosts-file', env: 'W2WESHER_HOSTS_FILE' },
   hostsDomain: { flag: '--hosts-domain', env: 'W2WESHER_HOSTS_DOMAIN' },
@@ -60,6 +63,10 @@ export interface Config {
   refreshSeconds: number
   expirySeconds: number
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error'
+  /** auto: readable lines on a TTY, JSON otherwise */
+  logFormat: 'auto' | 'json' | 'pretty'
+  /** subnets behind this node, announced to the mesh (canonical CIDRs) */
+  routes: string[]
   /** Prometheus endpoint address; undefined = off */
   metricsListen?: ListenAddress
   /** hosts file holding our managed name block; undefined = off */
@@ -102,6 +109,8 @@ const schema = z.object({
   refreshSeconds: int(10, 86_400).default(300),
   expirySeconds: int(60, 10 * 365 * 86_400).default(7 * 86_400),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
+  logFormat: z.enum(['auto', 'json', 'pretty']).default('auto'),
+  routes: list.default([]),
   metricsListen: z.string().optional(),
   hostsFile: z.string().min(1, 'must be a file path').optional(),
   hostsDomain: z.string().regex(/^(?=.{1,200}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'must be a DNS domain such as "wesh" or "mesh.example"').transform(d => d.toLowerCase()).default('wesh'),
@@ -156,6 +165,7 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
   const overlayIpv4 = c.overlayIpv4 === undefined || c.overlayIpv4 === '' || c.overlayIpv4 === 'off'
     ? undefined
     : attempt('overlayIpv4', () => ipv4Range(c.overlayIpv4!))
+  const routes = attempt('routes', () => checkRoutes(c.routes, psk, overlayIpv4))
   return {
     psk,
     bootstrap,
@@ -172,6 +182,8 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
     refreshSeconds: c.refreshSeconds,
     expirySeconds: c.expirySeconds,
     logLevel: c.logLevel,
+    logFormat: c.logFormat,
+    routes,
     metricsListen: c.metricsListen === undefined || c.metricsListen === '' || c.metricsListen === 'off'
       ? undefined
       : attempt('metricsListen', () => parseListenAddress(c.metricsListen!)),
@@ -180,6 +192,25 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
     mdns: c.mdns,
     dht: c.dht
   }
+}
+
+/** Our own routes: network addresses, clear of the overlay, reserved ranges and each other. */
+function checkRoutes (texts: string[], psk: Psk, overlayIpv4: OverlayRange | undefined): string[] {
+  if (texts.length > MAX_ROUTES) throw new Error(`at most ${MAX_ROUTES} routes (got ${texts.length})`)
+  const overlay = [ula64(pskDerive(psk, 'ula', 7)), ...(overlayIpv4 === undefined ? [] : [overlayIpv4])]
+  const routes: string[] = []
+  for (const text of texts) {
+    const route = canonicalRoute(text)
+    const problem = routeProblem(route, overlay)
+    if (problem !== undefined) throw new Error(`route ${route} ${problem}`)
+    // Replies from the subnet reach us from our overlay address; without an IPv4 one, the
+    // other side's WireGuard drops them.
+    if (!route.includes(':') && overlayIpv4 === undefined) throw new Error(`IPv4 route ${route} needs an IPv4 overlay (set overlayIpv4)`)
+    const clash = routes.find(r => cidrsOverlap(r, route))
+    if (clash !== undefined) throw new Error(`route ${route} overlaps ${clash}, also listed`)
+    routes.push(route)
+  }
+  return routes
 }
 
 async function readYaml (path: string): Promise<RawConfig> {

@@ -3,6 +3,14 @@
 
 export type MemberState = 'ok' | 'connecting' | 'stale'
 
+/** One announced routed subnet and whether this node uses it. */
+export interface RouteStatus {
+  cidr: string
+  /** false: refused (overlaps the overlay, a reserved range or an earlier member's route, or unusable here) */
+  accepted: boolean
+  reason: string | null
+}
+
 export interface StatusReport {
   self: {
     peerId: string
@@ -14,6 +22,8 @@ export interface StatusReport {
     ipv6: string
     ipv4: string | null
     listen: string[]
+    /** our own announced routes; refused ones say why */
+    routes: RouteStatus[]
   }
   members: Array<{
     peerId: string
@@ -28,6 +38,8 @@ export interface StatusReport {
     txBytes: number
     /** a libp2p connection to the member is open */
     connected: boolean
+    /** routes the member announces; accepted ones are in its AllowedIPs and routed into the tunnel */
+    routes: RouteStatus[]
     /** seconds since we last received the member's record */
     recordAgeSeconds: number
     /** ok: handshake in the last 3 minutes; connecting: none yet; stale: no record refresh for 3 periods */
@@ -60,6 +72,15 @@ export function formatStatus (report: StatusReport): string {
   const fmt = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()
   lines.push(fmt(header), ...rows.map(fmt))
   if (rows.length === 0) lines.push('(no members yet)')
+  const routes = [
+    ...(s.routes ?? []).map(r => ({ ...r, via: `${s.name} (this node)` })),
+    ...report.members.flatMap(m => (m.routes ?? []).map(r => ({ ...r, via: m.name || m.peerId })))
+  ]
+  if (routes.length > 0) {
+    const width = Math.max(...routes.map(r => r.cidr.length))
+    lines.push('', 'routes')
+    for (const r of routes) lines.push(`  ${r.cidr.padEnd(width)}  via ${r.via}${r.accepted ? '' : `  REFUSED: ${r.reason ?? ''}`}`)
+  }
   return lines.join('\n')
 }
 

@@ -1,5 +1,6 @@
 import { openRecord, RecordError, type NodeRecord, type SignedRecord } from '../gossip/record.ts'
-import { claimDerives, inRange, parseCidr, resolveClaims, type Claim, type OverlayRange } from './ipam.ts'
+import { claimDerives, inRange, resolveClaims, type Claim, type OverlayRange } from './ipam.ts'
+import { canonicalRoute } from './routes.ts'
 
 // The table of verified records. Everything that arrives from the network passes accept();
 // whatever it rejects never reaches the reconciler.
@@ -78,8 +79,12 @@ export class Membership {
         return reject('key-taken', `WireGuard key already used by ${other.record.peerId}`)
       }
     }
+    // Routes are compared as strings (overlaps, AllowedIPs): only the canonical network form.
+    // Overlaps are not a reason to drop the record: resolveRoutes refuses just the route.
     for (const route of record.routes) {
-      try { parseCidr(route) } catch { return reject('malformed', `route "${route}" is not a CIDR`) }
+      let canonical: string | undefined
+      try { canonical = canonicalRoute(route) } catch { }
+      if (canonical !== route) return reject('malformed', `route "${route}" is not a CIDR in canonical network form`)
     }
     this.entries.set(record.peerId, { record, envelope: signed.envelope, receivedAt: this.now() })
     this.emit()

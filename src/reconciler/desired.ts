@@ -12,6 +12,8 @@ export interface DesiredInput {
   /** the host our libp2p connection to that peer uses: the best endpoint guess */
   connectedHost: (peerId: string) => string | undefined
   persistentKeepalive: number
+  /** the member's routed subnets that won (see membership/routes.ts); none when absent */
+  routes?: (peerId: string) => string[]
 }
 
 export function desiredPeers (input: DesiredInput): WgPeerConfig[] {
@@ -20,6 +22,8 @@ export function desiredPeers (input: DesiredInput): WgPeerConfig[] {
     const v4 = record.ipv4
     if (v4 !== undefined && input.owners[4].get(v4.address)?.peerId === record.peerId) allowedIps.push(`${v4.address}/32`)
     if (input.owners[6].get(record.ipv6.address)?.peerId === record.peerId) allowedIps.push(`${record.ipv6.address}/128`)
+    // after the overlay addresses: the reconciler pokes allowedIps[0] to start a handshake
+    allowedIps.push(...(input.routes?.(record.peerId) ?? []))
     return {
       publicKey: record.wgPublicKey,
       endpoint: chooseEndpoint(record, input.connectedHost(record.peerId)),

@@ -13,6 +13,8 @@ export interface ReconcilerOptions {
   driver: WgDriver
   iface: () => WgInterfaceConfig
   desired: () => WgPeerConfig[]
+  /** kernel routes into the interface (other members' routed subnets); none when absent */
+  routes?: () => string[]
   log: { debug: (o: object, m: string) => void, info: (o: object, m: string) => void, warn: (o: object, m: string) => void }
   /** delay that gathers a burst of changes into one apply */
   coalesceMs?: number
@@ -46,6 +48,8 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
   let stopped = false
   // the interface config last applied; any difference (say, a new address) re-applies it
   let appliedIface: string | undefined
+  // the routes last applied; re-applied when they change and with every interface (re)apply
+  let appliedRoutes: string | undefined
 
   const resync = setInterval(() => { appliedIface = undefined; schedule() }, resyncMs)
   resync.unref()
@@ -67,6 +71,7 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
     } catch (err) {
       failures++
       appliedIface = undefined
+      appliedRoutes = undefined
       const retryMs = Math.min(30_000, 250 * 2 ** Math.min(failures, 7))
       opts.log.warn({ err: String(err), retryMs }, 'reconcile failed; will retry')
       opts.onFailed?.(err)
@@ -83,6 +88,7 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
     const iface = opts.iface()
     const ifaceKey = JSON.stringify(iface)
     if (ifaceKey !== appliedIface) {
+      appliedRoutes = undefined
       await opts.driver.ensureInterface(iface)
       appliedIface = ifaceKey
     }
@@ -97,6 +103,13 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
     // 5 s retry. The next pass (scheduled below) switches keepalive on.
     const batch = upserts.map(p => known.has(p.publicKey) ? p : { ...p, persistentKeepalive: 0 })
     if (batch.length > 0 || removals.length > 0) await opts.driver.setPeers(iface.name, batch, removals)
+    // after the peers: a route into the tunnel is useless until some peer's AllowedIPs take it
+    const routes = opts.routes?.() ?? []
+    const routesKey = JSON.stringify([...routes].sort())
+    if (routesKey !== appliedRoutes) {
+      await opts.driver.setRoutes(iface.name, routes)
+      appliedRoutes = routesKey
+    }
     if (added.length > 0) {
       startHandshakes(iface.name, device.publicKey, added)
       setTimeout(() => schedule(0), HANDSHAKE_GRACE_MS).unref()

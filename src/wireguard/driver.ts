@@ -41,6 +41,14 @@ export interface WgDevice {
   peers: WgPeerState[]
 }
 
+/** What setRoutes did. */
+export interface RouteChange {
+  added: string[]
+  removed: string[]
+  /** wanted, but a route to the same prefix exists that we did not install: left alone */
+  skipped: string[]
+}
+
 export type WgImplementation = 'kernel' | 'userspace' | 'memory'
 
 export interface WgDriver {
@@ -55,6 +63,12 @@ export interface WgDriver {
   read(name: string): Promise<WgDevice | undefined>
   /** Add/update and remove peers in one batch. Peers not named are not touched. */
   setPeers(name: string, upserts: WgPeerConfig[], removals: string[]): Promise<void>
+  /**
+   * Make the routes through `name` that w2wesher installed equal `routes` (CIDRs, IPv4 and
+   * IPv6): add the missing, remove the stale. Routes somebody else made are never removed or
+   * replaced, even for a prefix we want (that one is reported as skipped).
+   */
+  setRoutes(name: string, routes: string[]): Promise<RouteChange>
   /** Send one datagram into the tunnel towards `overlayAddress` so WireGuard handshakes now. */
   triggerHandshake(name: string, overlayAddress: string): Promise<void>
   /** Delete the interface (and with it a userspace wireguard-go process). */

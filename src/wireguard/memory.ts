@@ -3,9 +3,9 @@
 // remove, "undefined endpoint = leave as is", deep copies out of read), and it records
 // every mutating call so a test can assert what was (and was not) touched.
 import { isIP } from 'node:net'
-import type { WgDevice, WgDriver, WgImplementation, WgInterfaceConfig, WgPeerConfig, WgPeerState } from './driver.ts'
+import type { RouteChange, WgDevice, WgDriver, WgImplementation, WgInterfaceConfig, WgPeerConfig, WgPeerState } from './driver.ts'
 import { wgPublicKeyFromPrivate } from './keys.ts'
-import { cidrContains, normaliseInterfaceConfig, normalisePeerBatch, validateInterfaceName } from './parse.ts'
+import { cidrContains, normaliseAllowedIps, normaliseInterfaceConfig, normalisePeerBatch, validateInterfaceName } from './parse.ts'
 
 export interface MemoryDevice {
   name: string
@@ -18,6 +18,8 @@ export interface MemoryDevice {
   addresses: string[]
   /** by public key */
   peers: Map<string, WgPeerState>
+  /** kernel routes through this interface that the driver installed (normalised, sorted) */
+  routes: string[]
 }
 
 export type MemoryInterfaceChange = 'created' | 'privateKey' | 'listenPort' | 'mtu' | 'up' | 'addresses'
@@ -27,10 +29,12 @@ export type MemoryCall =
   | { op: 'ensureInterface', name: string, changed: MemoryInterfaceChange[] }
   /** Only non-empty batches are recorded (the system driver runs nothing for an empty one). */
   | { op: 'setPeers', name: string, upserts: WgPeerConfig[], removals: string[] }
+  /** Only calls that changed or skipped something are recorded. */
+  | { op: 'setRoutes', name: string, added: string[], removed: string[], skipped: string[] }
   | { op: 'triggerHandshake', name: string, address: string }
   | { op: 'destroy', name: string, existed: boolean }
 
-export type MemoryOp = 'ensureInterface' | 'read' | 'setPeers' | 'triggerHandshake' | 'destroy'
+export type MemoryOp = 'ensureInterface' | 'read' | 'setPeers' | 'setRoutes' | 'triggerHandshake' | 'destroy'
 
 export interface MemoryDriverOptions {
   /** unix seconds; default Date.now()/1000 */
@@ -45,6 +49,8 @@ export interface MemoryDriverOptions {
 export interface MemoryDriver extends WgDriver {
   /** Live state (not copies): tests may inspect or poke it. */
   readonly devices: Map<string, MemoryDevice>
+  /** Routes someone else made (the machine's own table): setRoutes must leave them alone. */
+  readonly foreignRoutes: Set<string>
   /** Every mutating call, in order. */
   readonly calls: MemoryCall[]
   /** Forget recorded calls. */
@@ -63,6 +69,7 @@ export function createMemoryDriver(opts: MemoryDriverOptions = {}): MemoryDriver
   const now = opts.now ?? (() => Math.floor(Date.now() / 1000))
   const devices = new Map<string, MemoryDevice>()
   const calls: MemoryCall[] = []
+  const foreignRoutes = new Set<string>()
   const failures = new Map<MemoryOp, Error[]>()
   let nextPort = 40000
 
@@ -86,6 +93,7 @@ export function createMemoryDriver(opts: MemoryDriverOptions = {}): MemoryDriver
   const driver: MemoryDriver = {
     devices,
     calls,
+    foreignRoutes,
 
     implementation: (): WgImplementation => 'memory',
 
@@ -96,7 +104,7 @@ export function createMemoryDriver(opts: MemoryDriverOptions = {}): MemoryDriver
       const changed: MemoryInterfaceChange[] = []
       let d = devices.get(cfg.name)
       if (d === undefined) {
-        d = { name: cfg.name, privateKey: '', publicKey: '', listenPort: 0, mtu: 1420, up: false, addresses: [], peers: new Map() }
+        d = { name: cfg.name, privateKey: '', publicKey: '', listenPort: 0, mtu: 1420, up: false, addresses: [], peers: new Map(), routes: [] }
         devices.set(cfg.name, d)
         changed.push('created')
       }
@@ -157,6 +165,22 @@ export function createMemoryDriver(opts: MemoryDriverOptions = {}): MemoryDriver
       }
       for (const k of b.removals) d.peers.delete(k)
       calls.push({ op: 'setPeers', name, upserts: b.upserts.map((u) => ({ ...u, allowedIps: [...u.allowedIps] })), removals: b.removals })
+    },
+
+    async setRoutes(name: string, routesIn: string[]): Promise<RouteChange> {
+      maybeFail('setRoutes')
+      validateInterfaceName(name)
+      const want = normaliseAllowedIps(routesIn)
+      const d = device(name)
+      const have = new Set(d.routes)
+      const removed = d.routes.filter((r) => !want.includes(r))
+      const missing = want.filter((r) => !have.has(r))
+      const normForeign = new Set([...foreignRoutes].map((r) => normaliseAllowedIps([r])[0]!))
+      const skipped = missing.filter((r) => normForeign.has(r))
+      const added = missing.filter((r) => !normForeign.has(r))
+      d.routes = normaliseAllowedIps([...d.routes.filter((r) => want.includes(r)), ...added])
+      if (added.length + removed.length + skipped.length > 0) calls.push({ op: 'setRoutes', name, added, removed, skipped })
+      return { added, removed, skipped }
     },
 
     async triggerHandshake(name: string, overlayAddress: string): Promise<void> {

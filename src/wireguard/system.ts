@@ -24,10 +24,12 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isIP } from 'node:net'
-import type { WgDevice, WgDriver, WgImplementation, WgInterfaceConfig, WgPeerConfig } from './driver.ts'
+import type { RouteChange, WgDevice, WgDriver, WgImplementation, WgInterfaceConfig, WgPeerConfig } from './driver.ts'
 import { wgPublicKeyFromPrivate } from './keys.ts'
 import {
   buildWgSetArgv,
+  normaliseAllowedIps,
+  normaliseCidr,
   normaliseInterfaceConfig,
   parseIpJson,
   parseWgDump,
@@ -35,6 +37,12 @@ import {
   type IpLinkInfo,
   type WgDump
 } from './parse.ts'
+
+/**
+ * Routes we install carry this routing protocol number (unassigned in iproute2's rt_protos),
+ * so after a restart we still know which routes are ours: `ip route show proto 87`.
+ */
+export const ROUTE_PROTOCOL = '87'
 
 export type WgLogLevel = 'debug' | 'info' | 'warn'
 export type WgLogFn = (level: WgLogLevel, msg: string, fields?: object) => void
@@ -376,6 +384,49 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
     })
   }
 
+  const warnedSkipped = new Map<string, string>()
+
+  /** The routes through `name` that carry our protocol mark, both families. */
+  async function ourRoutes(name: string): Promise<string[]> {
+    const out: string[] = []
+    for (const family of ['-4', '-6']) {
+      const { stdout } = await ip(['-json', family, 'route', 'show', 'dev', name, 'proto', ROUTE_PROTOCOL])
+      for (const r of routeList(stdout)) {
+        try { out.push(normaliseCidr(r)) } catch { /* "default" or other non-prefix entries are not ours */ }
+      }
+    }
+    return normaliseAllowedIps(out)
+  }
+
+  async function setRoutes(name: string, routesIn: string[]): Promise<RouteChange> {
+    validateInterfaceName(name)
+    const want = normaliseAllowedIps(routesIn)
+    return await locked(name, async () => {
+      const have = await ourRoutes(name)
+      const removed = have.filter((r) => !want.includes(r))
+      for (const r of removed) await change('ip', ['route', 'del', r, 'dev', name, 'proto', ROUTE_PROTOCOL])
+      const added: string[] = []
+      const skipped: string[] = []
+      for (const r of want.filter((x) => !have.includes(x))) {
+        // `replace` would overwrite a route to the same prefix with the same metric (say, the
+        // operator's own): if any exists, it is not ours to change.
+        const family = r.includes(':') ? '-6' : '-4'
+        const { stdout } = await ip(['-json', family, 'route', 'show', 'exact', r])
+        if (routeList(stdout).length > 0) { skipped.push(r); continue }
+        await change('ip', ['route', 'replace', r, 'dev', name, 'proto', ROUTE_PROTOCOL])
+        added.push(r)
+      }
+      if (added.length + removed.length > 0) log('info', `wireguard: routes via ${name}: ${added.length} added, ${removed.length} removed`, { name, added, removed })
+      // warned when the set changes, not on every periodic resync
+      const skippedKey = skipped.join(' ')
+      if (skippedKey !== (warnedSkipped.get(name) ?? '')) {
+        warnedSkipped.set(name, skippedKey)
+        if (skipped.length > 0) log('warn', `wireguard: not routing ${skipped.join(', ')} via ${name}: a route to the same prefix exists that w2wesher did not make`, { name, skipped })
+      }
+      return { added, removed, skipped }
+    })
+  }
+
   async function triggerHandshake(name: string, overlayAddress: string): Promise<void> {
     const addr = overlayAddress.split('/')[0]!
     const family = isIP(addr)
@@ -427,7 +478,16 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
     ensureInterface: (cfg) => locked(cfg.name, () => ensureInterface(cfg)),
     read,
     setPeers,
+    setRoutes,
     triggerHandshake,
     destroy
   }
+}
+
+/** The "dst" of each entry in `ip -json route show` output ("[]" or "" when there is none). */
+function routeList(stdout: string): string[] {
+  if (stdout.trim() === '') return []
+  const parsed = JSON.parse(stdout) as unknown
+  if (!Array.isArray(parsed)) throw new Error('ip -json route: expected an array')
+  return parsed.map((r) => (r as { dst?: unknown }).dst).filter((d): d is string => typeof d === 'string')
 }

@@ -15,7 +15,7 @@ import { dirname, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { WgDevice, WgImplementation, WgInterfaceConfig, WgPeerConfig } from '../../src/wireguard/driver.ts'
+import type { RouteChange, WgDevice, WgImplementation, WgInterfaceConfig, WgPeerConfig } from '../../src/wireguard/driver.ts'
 import { generateWgKeyPair } from '../../src/wireguard/keys.ts'
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -62,6 +62,7 @@ interface RemoteDriver {
   read (name: string): Promise<WgDevice | undefined>
   setPeers (name: string, upserts: WgPeerConfig[], removals: string[]): Promise<void>
   triggerHandshake (name: string, address: string): Promise<void>
+  setRoutes (name: string, routes: string[]): Promise<RouteChange>
   destroy (name: string): Promise<void>
   implementation (): Promise<WgImplementation | undefined>
   /** log lines since the last call */
@@ -101,6 +102,7 @@ function startRemote (ns: string): RemoteDriver {
     read: async (name) => ((await call('read', name)) ?? undefined) as WgDevice | undefined,
     setPeers: async (name, u, r) => { await call('setPeers', name, u, r) },
     triggerHandshake: async (name, a) => { await call('triggerHandshake', name, a) },
+    setRoutes: async (name, routes) => (await call('setRoutes', name, routes)) as RouteChange,
     destroy: async (name) => { await call('destroy', name) },
     implementation: async () => ((await call('implementation')) ?? undefined) as WgImplementation | undefined,
     logs: async () => (await call('logs')) as Array<{ level: string, msg: string }>,
@@ -316,6 +318,24 @@ describe.skipIf(!canRun)('system WireGuard driver (real devices in network names
     await expect(a.read('lo')).rejects.toThrow(/wg show lo dump failed/)
     await expect(a.ensureInterface({ ...cfgA, name: 'veth0' })).rejects.toThrow(/not a WireGuard interface/)
     await expect(a.setPeers(`w2wd${id}x`, [peerBonA], [])).rejects.toThrow(/interface w2wd\w+x does not exist/)
+  })
+
+  it('routes: adds and removes only its own (proto 87), both families; leaves a foreign route alone', async () => {
+    must('ip', ['-n', nsA, 'route', 'add', '10.88.0.0/24', 'dev', ifA]) // the operator's, not ours
+    const ours = (): string[] => ['-4', '-6'].flatMap((f) => (JSON.parse(must('ip', ['-n', nsA, '-json', f, 'route', 'show', 'dev', ifA, 'proto', '87']) || '[]') as Array<{ dst: string }>).map((r) => r.dst))
+    const foreign = (): string => must('ip', ['-n', nsA, '-json', 'route', 'show', 'exact', '10.88.0.0/24'])
+    expect(await a.setRoutes(ifA, ['10.66.0.0/24', 'fd66::/48', '10.88.0.0/24', '10.67.0.1/32'])).toEqual({ added: ['10.66.0.0/24', '10.67.0.1/32', 'fd66::/48'], removed: [], skipped: ['10.88.0.0/24'] })
+    expect(ours().sort()).toEqual(['10.66.0.0/24', '10.67.0.1', 'fd66::/48'])
+    expect((await a.logs()).some((l) => l.level === 'warn' && l.msg.includes('not routing 10.88.0.0/24'))).toBe(true)
+    // the same set again: nothing to do, and no second warning
+    expect(await a.setRoutes(ifA, ['10.88.0.0/24', 'fd66::/48', '10.67.0.1/32', '10.66.0.0/24'])).toEqual({ added: [], removed: [], skipped: ['10.88.0.0/24'] })
+    expect((await a.logs()).filter((l) => l.level === 'warn')).toEqual([])
+    expect(await a.setRoutes(ifA, ['10.66.0.0/24'])).toEqual({ added: [], removed: ['10.67.0.1/32', 'fd66::/48'], skipped: [] })
+    expect(ours()).toEqual(['10.66.0.0/24'])
+    expect(await a.setRoutes(ifA, [])).toEqual({ added: [], removed: ['10.66.0.0/24'], skipped: [] })
+    expect(ours()).toEqual([])
+    expect(foreign()).toContain('10.88.0.0/24') // never removed
+    must('ip', ['-n', nsA, 'route', 'del', '10.88.0.0/24', 'dev', ifA])
   })
 
   it('survives a daemon restart: a new driver adopts the device as is', async () => {

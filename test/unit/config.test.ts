@@ -84,6 +84,41 @@ describe('config', () => {
   })
 })
 
+describe('routes and log format', () => {
+  it('takes routes from a repeatable/comma flag, the environment or a YAML list, canonical', async () => {
+    expect((await load({ psk: hex })).routes).toEqual([])
+    const v4 = { psk: hex, overlayIpv4: '10.223.0.0/16' }
+    expect((await load({ ...v4, routes: ['10.77.0.0/24,192.168.5.0/24', 'FD77:0::/48'] })).routes).toEqual(['10.77.0.0/24', '192.168.5.0/24', 'fd77::/48'])
+    expect((await load(v4, { W2WESHER_ROUTES: '10.77.0.0/24, fd77::/48' })).routes).toEqual(['10.77.0.0/24', 'fd77::/48'])
+    const file = join(dir, 'routes.yaml')
+    await writeFile(file, `psk: "${hex}"\noverlayIpv4: 10.223.0.0/16\nroutes:\n  - 10.77.0.0/24\n  - fd77::/48\n`)
+    expect((await load({}, {}, file)).routes).toEqual(['10.77.0.0/24', 'fd77::/48'])
+  })
+
+  it('rejects a bad route with one line naming the field and the fix', async () => {
+    const v4 = { psk: hex, overlayIpv4: '10.223.0.0/16' }
+    const e = await errorOf(load({ ...v4, routes: ['10.77.0.1/24'] }))
+    expect(e.field).toBe('routes')
+    expect(e.message).toMatch(/^invalid routes: "10\.77\.0\.1\/24" has host bits set: the network is 10\.77\.0\.0\/24; set it with --route, W2WESHER_ROUTES or "routes"/)
+    expect(e.message).not.toContain('\n')
+    expect((await errorOf(load({ ...v4, routes: ['10.223.7.0/24'] }))).message).toMatch(/route 10\.223\.7\.0\/24 overlaps the IPv4 overlay range 10\.223\.0\.0\/16/)
+    expect((await errorOf(load({ ...v4, routes: ['fd00::/8'] }))).message).toMatch(/overlaps the IPv6 overlay range fd/)
+    expect((await errorOf(load({ ...v4, routes: ['0.0.0.0/0'] }))).field).toBe('routes')
+    expect((await errorOf(load({ ...v4, routes: ['10.77.0.0/16', '10.77.3.0/24'] }))).message).toMatch(/10\.77\.3\.0\/24 overlaps 10\.77\.0\.0\/16/)
+    expect((await errorOf(load({ psk: hex, routes: ['10.77.0.0/24'] }))).message).toMatch(/needs an IPv4 overlay \(set overlayIpv4\)/)
+    expect((await errorOf(load({ ...v4, routes: ['nonsense'] }))).message).toMatch(/^invalid routes: "nonsense" is not a CIDR/)
+    const many = Array.from({ length: 33 }, (_, i) => `10.${100 + i}.0.0/16`)
+    expect((await errorOf(load({ ...v4, routes: many }))).message).toMatch(/at most 32 routes/)
+  })
+
+  it('log format: auto by default, json or pretty on request, nothing else', async () => {
+    expect((await load({ psk: hex })).logFormat).toBe('auto')
+    expect((await load({ psk: hex }, { W2WESHER_LOG_FORMAT: 'json' })).logFormat).toBe('json')
+    expect((await load({ psk: hex, logFormat: 'pretty' })).logFormat).toBe('pretty')
+    expect((await errorOf(load({ psk: hex, logFormat: 'colour' }))).message).toMatch(/^invalid logFormat: .*--log-format, W2WESHER_LOG_FORMAT/)
+  })
+})
+
 describe('bootstrap and listen addresses', () => {
   const id = '12D3KooWHk62UNH4Z3sis1yPy7bwenEM4VbjQro1HPTx1SCFDiUK'
   it('accepts every documented form', () => {
