@@ -7,7 +7,7 @@ import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
 import { preSharedKey } from '@libp2p/pnet'
-import type { PrivateKey } from '@libp2p/interface'
+import type { ConnectionProtector, PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Psk } from '../config/psk.ts'
 import { unmapIpv4 } from '../util/ip.ts'
@@ -21,6 +21,10 @@ export interface HostOptions {
   listen: string[]
   /** addresses we must never announce or dial: overlay ranges (we would route over our own tunnel) */
   isOverlayAddress: (ip: string) => boolean
+  /** replaces the single-key pnet protector (key rotation: src/p2p/protector.ts) */
+  protector?: ConnectionProtector
+  /** peers we refuse in both directions (revoked members) */
+  denyPeer?: (peerId: string) => boolean
 }
 
 export type Host = Awaited<ReturnType<typeof createHost>>
@@ -34,12 +38,15 @@ export async function createHost (opts: HostOptions) {
     privateKey: opts.privateKey,
     addresses: { listen: opts.listen, announceFilter: addrs => addrs.filter(usable) },
     transports: [tcp()],
-    connectionProtector: preSharedKey({ psk: new TextEncoder().encode(opts.psk.swarmKey) }),
+    connectionProtector: opts.protector !== undefined ? () => opts.protector! : preSharedKey({ psk: new TextEncoder().encode(opts.psk.swarmKey) }),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionGater: {
       // never reach a member through the overlay itself
-      denyDialMultiaddr: ma => !usable(ma)
+      denyDialMultiaddr: ma => !usable(ma),
+      denyDialPeer: peer => opts.denyPeer?.(peer.toString()) ?? false,
+      denyInboundEncryptedConnection: peer => opts.denyPeer?.(peer.toString()) ?? false,
+      denyOutboundEncryptedConnection: peer => opts.denyPeer?.(peer.toString()) ?? false
     },
     connectionManager: {
       // many members can sit behind one IP (NAT, tests): the default 5/s per host throttles joins
