@@ -1,6 +1,8 @@
 // The status report served on the control socket and printed by `w2wesher status`.
 // `--json` prints exactly this shape; fields are only ever added, never renamed.
 
+import type { RotationStatus } from '../p2p/rotator.ts'
+
 export type MemberState = 'ok' | 'connecting' | 'stale'
 
 export interface StatusReport {
@@ -33,6 +35,8 @@ export interface StatusReport {
     /** ok: handshake in the last 3 minutes; connecting: none yet; stale: no record refresh for 3 periods */
     state: MemberState
   }>
+  /** network keys by id (never the keys), the rotation in progress, revoked members */
+  network?: RotationStatus & { revoked: Array<{ peerId: string, by: string, at: string }> }
 }
 
 export function formatStatus (report: StatusReport): string {
@@ -60,6 +64,12 @@ export function formatStatus (report: StatusReport): string {
   const fmt = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()
   lines.push(fmt(header), ...rows.map(fmt))
   if (rows.length === 0) lines.push('(no members yet)')
+  const n = report.network
+  if (n !== undefined) {
+    lines.push('', `network key ${n.dialKey}${n.acceptKeys.length > 1 ? ` (also accepting ${n.acceptKeys.filter(k => k !== n.dialKey).join(', ')})` : ''}`)
+    if (n.rotation !== null && n.rotation.phase !== 'done') lines.push(`rotation  ${n.rotation.id} ${n.rotation.phase}: ${n.rotation.oldKey} -> ${n.rotation.newKey}, old key refused from ${n.rotation.dropAt}, delivered ${n.rotation.delivered}/${n.rotation.recipients}`)
+    if (n.revoked.length > 0) lines.push(`revoked   ${n.revoked.map(r => r.peerId).join('  ')}`)
+  }
   return lines.join('\n')
 }
 

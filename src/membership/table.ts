@@ -12,6 +12,7 @@ export type RejectReason =
   | 'self' // a record about us that we did not just make
   | 'bad-claim' // an overlay address that does not derive from the author's peer id
   | 'key-taken' // a WireGuard key another member already uses
+  | 'revoked' // the author was revoked (w2wesher revoke): no record of it comes back
 
 export type AcceptResult =
   | { accepted: true, record: NodeRecord }
@@ -21,6 +22,13 @@ export interface Entry {
   record: NodeRecord
   envelope: Uint8Array
   receivedAt: number
+}
+
+export interface Revocation {
+  peerId: string
+  /** the member whose signed record carried the revocation */
+  by: string
+  at: number
 }
 
 export interface MembershipOptions {
@@ -34,6 +42,9 @@ export interface MembershipOptions {
 export class Membership {
   private readonly entries = new Map<string, Entry>()
   private readonly listeners = new Set<() => void>()
+  private readonly revokeListeners = new Set<(revocation: Revocation) => void>()
+  /** sticky: kept in the state dump, never undone by a record */
+  private readonly revokedPeers = new Map<string, Revocation>()
   private readonly now: () => number
 
   constructor (private readonly opts: MembershipOptions) {
@@ -63,6 +74,8 @@ export class Membership {
     const reject = (reason: RejectReason, detail: string): AcceptResult => ({ accepted: false, reason, detail, record })
     if (author !== undefined && author !== record.peerId) return reject('wrong-author', `record of ${record.peerId} relayed by ${author}`)
     if (record.peerId === this.opts.self) return reject('self', 'record about ourselves')
+    const revocation = this.revokedPeers.get(record.peerId)
+    if (revocation !== undefined) return reject('revoked', `${record.peerId} was revoked by ${revocation.by}`)
     const current = this.entries.get(record.peerId)
     if (current !== undefined && record.seq <= current.record.seq) {
       if (record.seq === current.record.seq && sameBytes(signed.envelope, current.envelope)) return reject('duplicate', 'already held')
@@ -82,8 +95,46 @@ export class Membership {
       try { parseCidr(route) } catch { return reject('malformed', `route "${route}" is not a CIDR`) }
     }
     this.entries.set(record.peerId, { record, envelope: signed.envelope, receivedAt: this.now() })
+    // a valid record of a member in good standing: its revocations hold
+    for (const target of record.revokes ?? []) this.revokeQuietly(target, record.peerId)
     this.emit()
     return { accepted: true, record }
+  }
+
+  /**
+   * Revoke a member: its entry goes at once, and no record of it is accepted again. Any member
+   * may revoke (the mesh has no admin); `by` names who did. We never revoke ourselves here.
+   * Returns false when it was already revoked.
+   */
+  revoke (peerId: string, by: string, at = this.now()): boolean {
+    const changed = this.revokeQuietly(peerId, by, at)
+    if (changed) this.emit()
+    return changed
+  }
+
+  isRevoked (peerId: string): boolean {
+    return this.revokedPeers.has(peerId)
+  }
+
+  revocations (): Revocation[] {
+    return [...this.revokedPeers.values()]
+  }
+
+  /** Called for every new revocation, ours or learnt from a record. */
+  onRevoke (listener: (revocation: Revocation) => void): () => void {
+    this.revokeListeners.add(listener)
+    return () => this.revokeListeners.delete(listener)
+  }
+
+  private revokeQuietly (peerId: string, by: string, at = this.now()): boolean {
+    if (peerId === this.opts.self || this.revokedPeers.has(peerId)) return false
+    const revocation = { peerId, by, at }
+    this.revokedPeers.set(peerId, revocation)
+    this.entries.delete(peerId)
+    for (const listener of this.revokeListeners) {
+      try { listener(revocation) } catch { /* must not break acceptance */ }
+    }
+    return true
   }
 
   /** Our own record: always replaces the previous one, never validated against ourselves. */
