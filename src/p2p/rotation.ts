@@ -3,7 +3,7 @@ import { readFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { writeFileAtomic } from '../util/fs.ts'
-import type { ProtectorKeys } from './protector.ts'
+import { keyId, type ProtectorKeys } from './protector.ts'
 
 // One network key rotation as one node sees it. Time alone moves it on, so a restart picks
 // up exactly where it was (the times are this node's own clock, persisted):
@@ -35,10 +35,18 @@ const rotationSchema = z.object({
   /** the 7 bytes the overlay's IPv6 prefix derives from: the mesh keeps its addresses across rotations */
   ulaSeed: z.string().regex(/^[0-9a-f]{14}$/),
   /** members that get the key from us (those known when we got it; revoked ones are struck off) */
-  recipients: z.array(z.string().max(128)).max(10_000)
+  recipients: z.array(z.string().max(128)).max(10_000),
+  /** key ids (never keys) of the keys before oldKey: a config still holding one of them is simply behind */
+  supersedes: z.array(z.string().regex(/^[0-9a-f]{16}$/)).max(64).default([])
 })
 
 export type Rotation = z.infer<typeof rotationSchema>
+
+/** Key ids superseded once `previous` is followed by another rotation. */
+export function supersededBy (previous: Rotation | undefined): string[] {
+  if (previous === undefined) return []
+  return [...previous.supersedes, keyId(Buffer.from(previous.oldKey, 'hex'))].slice(-64)
+}
 
 export interface Timing {
   /** from the start until members dial with the new key */
@@ -78,10 +86,10 @@ export function keysAt (r: Rotation, now: number, extra: Uint8Array[] = []): Pro
  * Keys at start-up. The config names the key (psk) and extra accepted keys (pskAccept); a
  * persisted rotation wins when the config still holds either of its keys (the config file may
  * not have been updatable). A config holding another key means the operator moved on: the
- * rotation file is ignored.
+ * rotation file is ignored. A config holding a key from before (superseded) is behind, not new.
  */
 export function startKeys (configKey: Uint8Array, extra: Uint8Array[], rotation: Rotation | undefined, now: number): { keys: ProtectorKeys, rotation?: Rotation } {
-  if (rotation !== undefined && (sameHex(configKey, rotation.oldKey) || sameHex(configKey, rotation.newKey))) {
+  if (rotation !== undefined && (sameHex(configKey, rotation.oldKey) || sameHex(configKey, rotation.newKey) || rotation.supersedes.includes(keyId(configKey)))) {
     return { keys: keysAt(rotation, now, extra), rotation }
   }
   return { keys: { dial: configKey, accept: dedupe(extra) } }
@@ -121,7 +129,7 @@ export function offerFrom (r: Rotation, oldKeyId: string, now: number, exclude: 
 }
 
 /** A received offer as our own rotation, timed on our clock. */
-export function rotationFromOffer (offer: Offer, oldKey: Uint8Array, ulaSeed: string, recipients: string[], now: number): Rotation {
+export function rotationFromOffer (offer: Offer, oldKey: Uint8Array, ulaSeed: string, recipients: string[], now: number, supersedes: string[] = []): Rotation {
   return {
     v: 1,
     id: offer.id,
@@ -132,7 +140,8 @@ export function rotationFromOffer (offer: Offer, oldKey: Uint8Array, ulaSeed: st
     switchAt: now + offer.switchInMs,
     dropAt: now + offer.dropInMs,
     ulaSeed,
-    recipients
+    recipients,
+    supersedes
   }
 }
 

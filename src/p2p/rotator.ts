@@ -6,7 +6,7 @@ import type { Connection, Stream } from '@libp2p/interface'
 import type { Host } from './host.ts'
 import { keyId, type MultiKeyProtector } from './protector.ts'
 import {
-  keysAt, newRotationId, offerFrom, offerSchema, phaseAt, rotationFromOffer, saveRotation, timingFor,
+  keysAt, newRotationId, supersededBy, offerFrom, offerSchema, phaseAt, rotationFromOffer, saveRotation, timingFor,
   type Offer, type Rotation, type RotationPhase
 } from './rotation.ts'
 import { pskFromBytes } from '../config/psk.ts'
@@ -210,7 +210,7 @@ export function createRotator (opts: RotatorOptions): Rotator {
     if (offer.newKey === Buffer.from(dial).toString('hex')) return 'refused: the new key is the current key'
     const excluded = new Set(offer.exclude)
     const recipients = opts.members().filter(p => p !== peer && !excluded.has(p) && !opts.isRevoked(p))
-    const rotation = rotationFromOffer(offer, dial, opts.ulaSeed, recipients, Date.now())
+    const rotation = rotationFromOffer(offer, dial, opts.ulaSeed, recipients, Date.now(), supersededBy(current))
     current = rotation
     phase = undefined
     delivered.clear()
@@ -252,7 +252,8 @@ export function createRotator (opts: RotatorOptions): Rotator {
         switchAt: now + timing.switchAfterMs,
         dropAt: now + timing.graceMs,
         ulaSeed: opts.ulaSeed,
-        recipients: opts.members().filter(p => !revoked.has(p))
+        recipients: opts.members().filter(p => !revoked.has(p)),
+        supersedes: supersededBy(current)
       }
       current = rotation
       phase = undefined

@@ -3,8 +3,9 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
-  keysAt, loadRotation, offerFrom, offerSchema, phaseAt, rotationFromOffer, saveRotation, startKeys, timingFor, ROTATION_FILE, type Rotation
+  keysAt, loadRotation, supersededBy, offerFrom, offerSchema, phaseAt, rotationFromOffer, saveRotation, startKeys, timingFor, ROTATION_FILE, type Rotation
 } from '../../src/p2p/rotation.ts'
+import { keyId } from '../../src/p2p/protector.ts'
 
 const OLD = Buffer.alloc(32, 1)
 const NEW = Buffer.alloc(32, 2)
@@ -12,7 +13,7 @@ const EXTRA = Buffer.alloc(32, 3)
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const rotation = (over: Partial<Rotation> = {}): Rotation => ({
   v: 1, id: '0123456789abcdef', origin: 'peerA', oldKey: hex(OLD), newKey: hex(NEW),
-  startedAt: 1000, switchAt: 3000, dropAt: 10_000, ulaSeed: '01020304050607', recipients: ['peerB'], ...over
+  startedAt: 1000, switchAt: 3000, dropAt: 10_000, ulaSeed: '01020304050607', recipients: ['peerB'], supersedes: [], ...over
 })
 const keys = (k: { dial: Uint8Array, accept: Uint8Array[] }): { dial: string, accept: string[] } => ({ dial: hex(k.dial), accept: k.accept.map(hex) })
 
@@ -48,6 +49,12 @@ describe('rotation phases', () => {
     expect(other.rotation).toBeUndefined()
     expect(keys(other.keys)).toEqual({ dial: hex(EXTRA), accept: [hex(OLD)] })
     expect(keys(startKeys(OLD, [], undefined, 0).keys)).toEqual({ dial: hex(OLD), accept: [] })
+    // a config two rotations behind (key only in the history) still follows the rotation
+    const older = Buffer.alloc(32, 9)
+    const second = rotation({ oldKey: hex(NEW), newKey: hex(EXTRA), supersedes: supersededBy(rotation({ oldKey: hex(older) })) })
+    expect(second.supersedes).toEqual([keyId(older)])
+    expect(startKeys(older, [], second, 50_000).rotation).toBe(second)
+    expect(keys(startKeys(older, [], second, 50_000).keys)).toEqual({ dial: hex(EXTRA), accept: [] })
   })
 
   it('an offer carries the remaining times, and the receiver times them on its own clock', () => {
