@@ -59,7 +59,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const start = startKeys(config.psk.bytes, config.pskAccept.map(k => k.bytes), loadedRotation.status === 'ok' ? loadedRotation.rotation : undefined, Date.now())
   if (loadedRotation.status === 'ok' && start.rotation === undefined) log.warn('the config holds neither key of the last key rotation: using the config key')
   // The IPv6 prefix derives from the network's first key and is kept across rotations.
-  const ulaSeed = start.rotation?.ulaSeed ?? pskDerive(config.psk, 'ula', 7).toString('hex')
+  const ulaSeed = start.rotation?.ulaSeed ?? config.psk.ulaSeed ?? pskDerive(config.psk, 'ula', 7).toString('hex')
   const protector = new MultiKeyProtector(start.keys)
   protector.onUnknownKey = remoteAddr => log.debug({ remoteAddr }, 'refused a connection on an unknown network key')
   const ranges = { ipv6: ula64(Buffer.from(ulaSeed, 'hex')), ipv4: config.overlayIpv4 }

@@ -9,7 +9,7 @@ import {
   keysAt, newRotationId, supersededBy, offerFrom, offerSchema, phaseAt, rotationFromOffer, saveRotation, timingFor,
   type Offer, type Rotation, type RotationPhase
 } from './rotation.ts'
-import { pskFromBytes } from '../config/psk.ts'
+import { rotatedSwarmKey } from '../config/psk.ts'
 import { writeFileAtomic } from '../util/fs.ts'
 import type { Logger } from '../log.ts'
 
@@ -154,7 +154,7 @@ export function createRotator (opts: RotatorOptions): Rotator {
   /** Where the new key lives from now on: the psk file when we can write it, always the state directory. */
   const persistKey = async (r: Rotation): Promise<void> => {
     await saveRotation(opts.stateDir, r)
-    const text = pskFromBytes(Buffer.from(r.newKey, 'hex')).swarmKey
+    const text = rotatedSwarmKey(Buffer.from(r.newKey, 'hex'), r.ulaSeed)
     const stateCopy = join(opts.stateDir, NEW_KEY_FILE)
     await writeFileAtomic(stateCopy, text)
     if (opts.pskFile !== undefined) {
