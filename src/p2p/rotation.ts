@@ -37,7 +37,9 @@ const rotationSchema = z.object({
   /** members that get the key from us (those known when we got it; revoked ones are struck off) */
   recipients: z.array(z.string().max(128)).max(10_000),
   /** key ids (never keys) of the keys before oldKey: a config still holding one of them is simply behind */
-  supersedes: z.array(z.string().regex(/^[0-9a-f]{16}$/)).max(64).default([])
+  supersedes: z.array(z.string().regex(/^[0-9a-f]{16}$/)).max(64).default([]),
+  /** members the key must never reach, as the offer named them: handed on when relaying */
+  exclude: z.array(z.string().max(128)).max(10_000).default([])
 })
 
 export type Rotation = z.infer<typeof rotationSchema>
@@ -141,7 +143,8 @@ export function rotationFromOffer (offer: Offer, oldKey: Uint8Array, ulaSeed: st
     dropAt: now + offer.dropInMs,
     ulaSeed,
     recipients,
-    supersedes
+    supersedes,
+    exclude: offer.exclude
   }
 }
 

@@ -118,7 +118,7 @@ export function createRotator (opts: RotatorOptions): Rotator {
   const deliverAll = (): void => {
     if (current === undefined || stopped || phaseAt(current, Date.now()) === 'done') return
     for (const peer of current.recipients) {
-      if (delivered.has(peer) || sending.has(peer) || opts.isRevoked(peer)) continue
+      if (delivered.has(peer) || sending.has(peer) || opts.isRevoked(peer) || current.exclude.includes(peer)) continue
       const connection = host.getConnections(peerIdFromString(peer)).find(c => c.status === 'open')
       if (connection !== undefined) void deliver(peer, connection)
     }
@@ -129,7 +129,8 @@ export function createRotator (opts: RotatorOptions): Rotator {
     sending.add(peer)
     let stream: Stream | undefined
     try {
-      const offer = offerFrom(current, keyId(Buffer.from(current.oldKey, 'hex')), Date.now(), opts.revoked(), opts.selfRecord())
+      const exclude = [...new Set([...current.exclude, ...opts.revoked()])]
+      const offer = offerFrom(current, keyId(Buffer.from(current.oldKey, 'hex')), Date.now(), exclude, opts.selfRecord())
       const signal = AbortSignal.timeout(OFFER_TIMEOUT_MS)
       stream = await connection.newStream(ROTATE_PROTOCOL, { signal })
       const lp = lpStream(stream, { maxDataLength: MAX_OFFER_BYTES })
@@ -253,7 +254,8 @@ export function createRotator (opts: RotatorOptions): Rotator {
         dropAt: now + timing.graceMs,
         ulaSeed: opts.ulaSeed,
         recipients: opts.members().filter(p => !revoked.has(p)),
-        supersedes: supersededBy(current)
+        supersedes: supersededBy(current),
+        exclude: [...revoked]
       }
       current = rotation
       phase = undefined

@@ -13,7 +13,7 @@ const EXTRA = Buffer.alloc(32, 3)
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const rotation = (over: Partial<Rotation> = {}): Rotation => ({
   v: 1, id: '0123456789abcdef', origin: 'peerA', oldKey: hex(OLD), newKey: hex(NEW),
-  startedAt: 1000, switchAt: 3000, dropAt: 10_000, ulaSeed: '01020304050607', recipients: ['peerB'], supersedes: [], ...over
+  startedAt: 1000, switchAt: 3000, dropAt: 10_000, ulaSeed: '01020304050607', recipients: ['peerB'], supersedes: [], exclude: [], ...over
 })
 const keys = (k: { dial: Uint8Array, accept: Uint8Array[] }): { dial: string, accept: string[] } => ({ dial: hex(k.dial), accept: k.accept.map(hex) })
 
@@ -62,7 +62,7 @@ describe('rotation phases', () => {
     const offer = offerFrom(r, 'aaaaaaaaaaaaaaaa', 2000, ['revokedPeer'])
     expect(offerSchema.parse(offer)).toMatchObject({ switchInMs: 1000, dropInMs: 8000, exclude: ['revokedPeer'] })
     const theirs = rotationFromOffer(offer, OLD, 'ffffffffffffff', ['peerC'], 500_000)
-    expect(theirs).toMatchObject({ id: r.id, switchAt: 501_000, dropAt: 508_000, oldKey: hex(OLD), newKey: hex(NEW), ulaSeed: 'ffffffffffffff', recipients: ['peerC'] })
+    expect(theirs).toMatchObject({ id: r.id, switchAt: 501_000, dropAt: 508_000, oldKey: hex(OLD), newKey: hex(NEW), ulaSeed: 'ffffffffffffff', recipients: ['peerC'], exclude: ['revokedPeer'] })
     // past the switch: dial new at once, keep the drop after it
     expect(offerFrom(r, 'aaaaaaaaaaaaaaaa', 9999, [])).toMatchObject({ switchInMs: 0, dropInMs: 1 })
     expect(offerSchema.safeParse({ ...offer, newKey: 'zz' }).success).toBe(false)
