@@ -59,7 +59,7 @@ export const recordSchema = z.object({
    * Members this author revoked (w2wesher revoke): signed by the author like the rest of the
    * record, so it travels and persists with it. Older versions ignore the field.
    */
-  revokes: z.array(z.string().min(1).max(128)).max(MAX_REVOKES).optional()
+  revokes: z.array(z.string().regex(/^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$/, 'revokes must list Ed25519 peer ids')).max(MAX_REVOKES).optional()
 })
 
 export type NodeRecord = z.infer<typeof recordSchema>

@@ -48,17 +48,20 @@ describe('revocation', () => {
   })
 
   it('revocation is tied to the signature: a forged revokes field fails verification', async () => {
-    const signed = await alice.sign({ revokes: ['somebody-else'] })
+    const signed = await alice.sign({ revokes: [carol.peerId] })
     const body = new TextDecoder().decode(signed.envelope.subarray(0, signed.envelope.length - 64))
-    const forged = new Uint8Array([...new TextEncoder().encode(body.replace('somebody-else', bob.peerId)), ...signed.envelope.subarray(signed.envelope.length - 64)])
+    const forged = new Uint8Array([...new TextEncoder().encode(body.replace(carol.peerId, bob.peerId)), ...signed.envelope.subarray(signed.envelope.length - 64)])
     await expect(openRecord(forged)).rejects.toMatchObject({ reason: 'bad-signature' })
     const byBob = await signRecord(alice.record({ revokes: [carol.peerId] }), bob.key)
     await expect(openRecord(byBob.envelope)).rejects.toMatchObject({ reason: 'bad-signature' })
   })
 
   it('bounds the revokes list', async () => {
-    const tooMany = await signRecord(alice.record({ revokes: Array.from({ length: MAX_REVOKES + 1 }, (_, i) => `peer${i}`) }), alice.key)
+    const tooMany = await signRecord(alice.record({ revokes: Array.from({ length: MAX_REVOKES + 1 }, () => bob.peerId) }), alice.key)
     await expect(openRecord(tooMany.envelope)).rejects.toMatchObject({ reason: 'malformed' })
+    // only peer ids: junk cannot grow every node's sticky revocation list
+    const junk = await signRecord(alice.record({ revokes: ['not-a-peer-id'] }), alice.key)
+    await expect(openRecord(junk.envelope)).rejects.toMatchObject({ reason: 'malformed' })
   })
 
   it('resolves the revoke target by peer id or unique name, and refuses ourselves and ambiguity', () => {
