@@ -84,15 +84,21 @@ describe.skipIf(skip)('network key rotation and revocation (4 daemons)', () => {
     const result = JSON.parse(await cli('r2', ['rotate-psk', '--json'])) as { id: string, keyId: string, recipients: number }
     expect(result.recipients).toBe(3)
     expect(result.keyId).not.toBe(oldKey)
-    // switch-over: every node dials with the new key
-    await waitFor(async () => (await Promise.all(NODES.map(status))).every(r => r.network?.dialKey === result.keyId) ? true : undefined, { timeoutMs: GRACE_S * 1000, intervalMs: 250 })
-    const switchedMs = Date.now() - started
+    // switch-over, from the daemons' own log times: key received, dialling with it, old key dropped
+    const running = (): ReturnType<Lab['daemons']> => lab.daemons().filter(d => d.running() && NODES.includes(d.node))
+    const at = (msg: string): number[] => running().map(d => Number(d.logRecords().find(r => r.msg === msg && r.rotation === result.id)?.time ?? NaN))
+    await waitFor(() => at('network key rotation: dialling with the new key').every(Number.isFinite) ? true : undefined, { timeoutMs: GRACE_S * 1000, intervalMs: 200 })
     await allOnlyOn(NODES, result.keyId, GRACE_S * 1000 + 25_000)
     const onlyNewMs = Date.now() - started
+    const origin = at('started a network key rotation').find(Number.isFinite)!
+    const received = Math.max(...at('received a new network key').filter(Number.isFinite)) - origin
+    const switchedMs = Math.max(...at('network key rotation: dialling with the new key')) - origin
+    const droppedMs = Math.max(...at('network key rotation done: the old key is refused now')) - origin
     await sleep(1000)
     const stats = await Promise.all(pingers.map(async p => await p.stop()))
     report('rotation under 10 Hz ping', stats)
-    console.log(`rotation: all dialling with the new key after ${switchedMs} ms, old key gone and mesh reconnected on the new key after ${onlyNewMs} ms`)
+    console.log(`rotation (grace ${GRACE_S} s): key at every member ${received} ms after the start, all dialling with it after ${switchedMs} ms, old key refused everywhere after ${droppedMs} ms; status shows every node on the new key only, mesh reconnected, ${onlyNewMs} ms after the command`)
+    expect(received).toBeLessThan(switchedMs)
     for (const s of stats) {
       expect(s.sent).toBeGreaterThanOrEqual(50)
       expect(s.lost).toBe(0)
@@ -122,9 +128,9 @@ describe.skipIf(skip)('network key rotation and revocation (4 daemons)', () => {
     await waitFor(async () => (await status('r4')).network?.rotation?.id === result.id ? true : undefined, { timeoutMs: 3000, intervalMs: 100 })
     expect((await r4.stop('SIGTERM')).code).toBe(0)
     const restarted = spawn('r4')
-    await restarted.waitForLog(r => r.msg === 'libp2p listening', 15_000)
     // the rotation came back from the state directory (r4's config still holds the first key)
-    expect((await status('r4')).network?.rotation?.id).toBe(result.id)
+    const first = await waitFor(async () => await status('r4').catch(() => undefined), { timeoutMs: 15_000, intervalMs: 200 })
+    expect(first.network?.rotation?.id).toBe(result.id)
     await allOnlyOn(NODES, result.keyId, GRACE_S * 1000 + 30_000)
     expect(restarted.logRecords().some(r => r.msg === 'network key rotation done: the old key is refused now')).toBe(true)
     console.log(`restart mid-rotation: r4 resumed in phase ${String(restarted.logRecords().find(r => r.msg === 'resuming a network key rotation')?.phase ?? 'done (restart outlasted the grace period)')}`)
@@ -167,8 +173,8 @@ describe.skipIf(skip)('network key rotation and revocation (4 daemons)', () => {
     // a restart keeps the revocation (state dump): r4's records cannot bring it back
     const r2 = lab.daemons().find(d => d.node === 'r2' && d.running())!
     await r2.stop('SIGTERM')
-    const again = spawn('r2')
-    await again.waitForLog(r => r.msg === 'libp2p listening', 15_000)
+    spawn('r2')
+    await waitFor(async () => await status('r2').catch(() => undefined), { timeoutMs: 15_000, intervalMs: 200 })
     await sleep(2000)
     expect((await status('r2')).network?.revoked.map(r => r.peerId)).toEqual([r4Id])
     expect((await lab.wgPeers('r2')).map(p => p.publicKey)).not.toContain(r4Key)
