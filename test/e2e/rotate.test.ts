@@ -86,7 +86,7 @@ describe.skipIf(skip)('network key rotation and revocation (4 daemons)', () => {
     expect(result.keyId).not.toBe(oldKey)
     // switch-over, from the daemons' own log times: key received, dialling with it, old key dropped
     const running = (): ReturnType<Lab['daemons']> => lab.daemons().filter(d => d.running() && NODES.includes(d.node))
-    const at = (msg: string): number[] => running().map(d => Number(d.logRecords().find(r => r.msg === msg && r.rotation === result.id)?.time ?? NaN))
+    const at = (msg: string): number[] => running().map(d => Date.parse(String(d.logRecords().find(r => r.msg === msg && r.rotation === result.id)?.time ?? '')))
     await waitFor(() => at('network key rotation: dialling with the new key').every(Number.isFinite) ? true : undefined, { timeoutMs: GRACE_S * 1000, intervalMs: 200 })
     await allOnlyOn(NODES, result.keyId, GRACE_S * 1000 + 25_000)
     const onlyNewMs = Date.now() - started
