@@ -174,10 +174,13 @@ program.command('revoke')
   .option('--rotate', 'then rotate the network key (rotate-psk); the revoked member never gets the new one')
   .option('--json', 'print the result as JSON')
   .action(async (peer: string, flags: { stateDir?: string, rotate?: boolean, json?: boolean }) => {
-    const result = await control(stateDirOf(flags), { cmd: 'revoke', target: peer, rotate: flags.rotate === true }) as { revoked: string, name: string | null, alreadyRevoked: boolean, rotation: RotateResult | null }
-    if (flags.json === true) { process.stdout.write(`${JSON.stringify(result)}\n`); return }
-    process.stdout.write(`${result.alreadyRevoked ? 'already revoked' : 'revoked'} ${result.name ?? ''} ${result.revoked}\n`.replace('  ', ' '))
-    if (result.rotation !== null) process.stdout.write(rotateText(result.rotation))
+    const result = await control(stateDirOf(flags), { cmd: 'revoke', target: peer, rotate: flags.rotate === true }) as { revoked: string, name: string | null, alreadyRevoked: boolean, rotation: RotateResult | null, rotationError: string | null }
+    if (flags.json === true) process.stdout.write(`${JSON.stringify(result)}\n`)
+    else {
+      process.stdout.write(`${result.alreadyRevoked ? 'already revoked' : 'revoked'} ${result.name ?? ''} ${result.revoked}\n`.replace('  ', ' '))
+      if (result.rotation !== null) process.stdout.write(rotateText(result.rotation))
+    }
+    if (result.rotationError !== null) fail(1, `the member is revoked, but the key rotation did not start: ${result.rotationError}`)
   })
 
 interface RotateResult { id: string, keyId: string, recipients: number, dropAt: string }

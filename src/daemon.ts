@@ -390,8 +390,12 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       // our signed record carries the revocation to every member (gossip now, sync later)
       await announce({}, true)
       await saveNow()
-      const rotation = request.rotate === true ? await rotator.rotate() : undefined
-      return { revoked: target, name: name ?? null, alreadyRevoked: !fresh, rotation: rotation ?? null }
+      // the revocation stands even when the rotation cannot start (one is still running)
+      let rotation, rotationError
+      if (request.rotate === true) {
+        try { rotation = await rotator.rotate() } catch (err) { rotationError = (err as Error).message }
+      }
+      return { revoked: target, name: name ?? null, alreadyRevoked: !fresh, rotation: rotation ?? null, rotationError: rotationError ?? null }
     }
     if (request.cmd === 'rotate-psk') return await rotator.rotate()
     await leave()
