@@ -315,6 +315,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
 
   // Revocation: the member leaves WireGuard (membership change → reconciler) and libp2p at once.
   membership.onRevoke(({ peerId, by }) => {
+    if (peerId === self) { log.error({ by }, 'this node was revoked by another member: the mesh refuses it and it gets no new network keys'); return }
     log.warn({ peer: peerId, by }, 'member revoked')
     void host.hangUp(peerIdFromString(peerId)).catch(() => {})
     saveSoon()

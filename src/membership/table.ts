@@ -45,6 +45,7 @@ export class Membership {
   private readonly revokeListeners = new Set<(revocation: Revocation) => void>()
   /** sticky: kept in the state dump, never undone by a record */
   private readonly revokedPeers = new Map<string, Revocation>()
+  private selfRevokedBy?: string
   private readonly now: () => number
 
   constructor (private readonly opts: MembershipOptions) {
@@ -120,21 +121,26 @@ export class Membership {
     return [...this.revokedPeers.values()]
   }
 
-  /** Called for every new revocation, ours or learnt from a record. */
+  /** Called for every new revocation, ours or learnt from a record (also one of us: peerId = self). */
   onRevoke (listener: (revocation: Revocation) => void): () => void {
     this.revokeListeners.add(listener)
     return () => this.revokeListeners.delete(listener)
   }
 
   private revokeQuietly (peerId: string, by: string, at = this.now()): boolean {
-    if (peerId === this.opts.self || this.revokedPeers.has(peerId)) return false
+    if (this.revokedPeers.has(peerId) || (peerId === this.opts.self && this.selfRevokedBy === by)) return false
     const revocation = { peerId, by, at }
-    this.revokedPeers.set(peerId, revocation)
-    this.entries.delete(peerId)
+    if (peerId === this.opts.self) {
+      // we stay in our own table; listeners hear it once per revoker (the operator must know)
+      this.selfRevokedBy = by
+    } else {
+      this.revokedPeers.set(peerId, revocation)
+      this.entries.delete(peerId)
+    }
     for (const listener of this.revokeListeners) {
       try { listener(revocation) } catch { /* must not break acceptance */ }
     }
-    return true
+    return peerId !== this.opts.self
   }
 
   /** Our own record: always replaces the previous one, never validated against ourselves. */

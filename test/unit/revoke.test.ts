@@ -38,6 +38,8 @@ describe('revocation', () => {
 
   it('a revoked member cannot revoke anybody any more, and nobody can revoke us', async () => {
     const table = membershipFor(me)
+    const heard: string[] = []
+    table.onRevoke(r => heard.push(`${r.peerId === me.peerId ? 'me' : r.peerId} by ${r.by === alice.peerId ? 'alice' : r.by}`))
     table.accept(await carol.sign())
     table.revoke(bob.peerId, me.peerId)
     expect(table.accept(await bob.sign({ seq: Date.now(), revokes: [carol.peerId] }))).toMatchObject({ accepted: false, reason: 'revoked' })
@@ -45,6 +47,8 @@ describe('revocation', () => {
     expect(table.accept(await alice.sign({ revokes: [me.peerId] }))).toMatchObject({ accepted: true })
     expect(table.isRevoked(me.peerId)).toBe(false)
     expect(table.revoke(me.peerId, alice.peerId)).toBe(false)
+    // we hear about it once (the daemon logs it), and we stay in our own table
+    expect(heard.filter(h => h.startsWith('me '))).toEqual(['me by alice'])
   })
 
   it('revocation is tied to the signature: a forged revokes field fails verification', async () => {
