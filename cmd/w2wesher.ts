@@ -26,6 +26,8 @@ function daemonOptions (cmd: Command): Command {
     .option('--config <file>', 'YAML config file (env W2WESHER_CONFIG)')
     .option('--psk <key>', 'network key (visible in ps; prefer --psk-file or W2WESHER_PSK)')
     .option('--psk-file <path>', 'file holding the network key')
+    .option('--psk-accept <key>', 'extra network key accepted from dialers during a manual rotation; repeatable, comma-separated', collect)
+    .option('--psk-grace-seconds <seconds>', 'how long rotate-psk keeps the old key accepted (default 60)')
     .option('--bootstrap <addr>', 'member to join through: host:port, [v6]:port, dns:port or multiaddr; repeatable, comma-separated', collect)
     .option('--state-dir <dir>', 'state directory (default /var/lib/w2wesher)')
     .option('--interface <name>', 'WireGuard interface (default wesh0)')
@@ -56,6 +58,8 @@ interface DaemonFlags {
   config?: string
   psk?: string
   pskFile?: string
+  pskAccept?: string[]
+  pskGraceSeconds?: string
   bootstrap?: string[]
   stateDir?: string
   interface?: string
@@ -173,6 +177,36 @@ program.command('leave')
   .action(async (flags: { stateDir?: string }) => {
     await control(stateDirOf(flags), { cmd: 'leave' })
     process.stdout.write('left the mesh\n')
+  })
+
+program.command('revoke')
+  .description('revoke a member for good: every node drops its tunnel and refuses its connections; --rotate also changes the network key')
+  .argument('<peer>', 'peer id or member name')
+  .option('--state-dir <dir>', 'state directory of the daemon (default /var/lib/w2wesher)')
+  .option('--rotate', 'then rotate the network key (rotate-psk); the revoked member never gets the new one')
+  .option('--json', 'print the result as JSON')
+  .action(async (peer: string, flags: { stateDir?: string, rotate?: boolean, json?: boolean }) => {
+    const result = await control(stateDirOf(flags), { cmd: 'revoke', target: peer, rotate: flags.rotate === true }) as { revoked: string, name: string | null, alreadyRevoked: boolean, rotation: RotateResult | null, rotationError: string | null }
+    if (flags.json === true) process.stdout.write(`${JSON.stringify(result)}\n`)
+    else {
+      process.stdout.write(`${result.alreadyRevoked ? 'already revoked' : 'revoked'} ${result.name ?? ''} ${result.revoked}\n`.replace('  ', ' '))
+      if (result.rotation !== null) process.stdout.write(rotateText(result.rotation))
+    }
+    if (result.rotationError !== null) fail(1, `the member is revoked, but the key rotation did not start: ${result.rotationError}`)
+  })
+
+interface RotateResult { id: string, keyId: string, recipients: number, dropAt: string }
+const rotateText = (r: RotateResult): string =>
+  `network key rotation ${r.id} started: new key ${r.keyId} sent to ${r.recipients} members; the old key is refused from ${r.dropAt}\n` +
+  'members that are offline now need the new key by hand (see SECURITY.md)\n'
+
+program.command('rotate-psk')
+  .description('change the network key without downtime: the new key goes to every member over the encrypted mesh')
+  .option('--state-dir <dir>', 'state directory of the daemon (default /var/lib/w2wesher)')
+  .option('--json', 'print the result as JSON')
+  .action(async (flags: { stateDir?: string, json?: boolean }) => {
+    const result = await control(stateDirOf(flags), { cmd: 'rotate-psk' }) as RotateResult
+    process.stdout.write(flags.json === true ? `${JSON.stringify(result)}\n` : rotateText(result))
   })
 
 function fail (code: number, message: string): never {

@@ -2,12 +2,12 @@ import { networkInterfaces } from 'node:os'
 import { isIPv4 } from 'node:net'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Config } from './config/config.ts'
-import { pskDerive } from './config/psk.ts'
+import { meshSeed } from './config/psk.ts'
 import { loadIdentity, type Identity } from './identity/identity.ts'
 import { createHost, ipOf, type Host } from './p2p/host.ts'
 import { createKeeper, type Keeper } from './p2p/keeper.ts'
 import { startGossip, type Gossip } from './gossip/gossip.ts'
-import { signRecord, RECORD_VERSION, type NodeRecord, type RecordClaim } from './gossip/record.ts'
+import { signRecord, RECORD_VERSION, MAX_REVOKES, type NodeRecord, type RecordClaim } from './gossip/record.ts'
 import { Membership } from './membership/table.ts'
 import { chooseClaim, inRange, ula64, type Claim, type OverlayRange } from './membership/ipam.ts'
 import { acceptedRoutes, cidrContainsIp, localRouteProblem, resolveRoutes, routeEvents, type RouteResolution } from './membership/routes.ts'
@@ -18,6 +18,11 @@ import { createSystemDriver } from './wireguard/system.ts'
 import type { Logger } from './log.ts'
 import { decodeEnvelope, encodeEnvelope, forgetState, loadState, saveState } from './state/store.ts'
 import { serveControl } from './control/socket.ts'
+import { MultiKeyProtector } from './p2p/protector.ts'
+import { loadRotation, startKeys } from './p2p/rotation.ts'
+import { createRotator, type Rotator } from './p2p/rotator.ts'
+import { resolveRevokeTarget } from './membership/revoke.ts'
+import { encodeEnvelope as base64 } from './state/store.ts'
 import type { RouteStatus, StatusReport } from './control/status.ts'
 import { createMetrics, serveMetrics, type MetricsServer } from './metrics/metrics.ts'
 import { createHostsWriter, type HostsWriter } from './hosts/hosts.ts'
@@ -49,7 +54,16 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const identity = await loadIdentity(config.stateDir)
   const self = identity.peerId
   if (identity.created) log.info({ peerId: self, stateDir: config.stateDir }, 'created a new node identity')
-  const ranges = { ipv6: ula64(pskDerive(config.psk, 'ula', 7)), ipv4: config.overlayIpv4 }
+  // Network keys: config psk/pskAccept, unless a key rotation (rotate-psk) moved on from them.
+  const loadedRotation = await loadRotation(config.stateDir)
+  if (loadedRotation.status === 'corrupt') log.error({ reason: loadedRotation.reason, movedTo: loadedRotation.movedTo }, 'key rotation file is corrupt: set it aside, using the keys from the config')
+  const start = startKeys(config.psk.bytes, config.pskAccept.map(k => k.bytes), loadedRotation.status === 'ok' ? loadedRotation.rotation : undefined, Date.now())
+  if (loadedRotation.status === 'ok' && start.rotation === undefined) log.warn('the config holds neither key of the last key rotation: using the config key')
+  // The IPv6 prefix derives from the network's first key and is kept across rotations.
+  const ulaSeed = start.rotation?.ulaSeed ?? meshSeed(config.psk)
+  const protector = new MultiKeyProtector(start.keys)
+  protector.onUnknownKey = remoteAddr => log.debug({ remoteAddr }, 'refused a connection on an unknown network key')
+  const ranges = { ipv6: ula64(Buffer.from(ulaSeed, 'hex')), ipv4: config.overlayIpv4 }
   const isOverlayAddress = (ip: string): boolean => inRange(ranges.ipv6, ip) || (ranges.ipv4 !== undefined && inRange(ranges.ipv4, ip))
   const driver = opts.driver ?? createSystemDriver({
     wireguardGo: config.wireguardGo,
@@ -61,6 +75,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const loaded = await loadState(config.stateDir)
   if (loaded.status === 'corrupt') log.error({ reason: loaded.reason, movedTo: loaded.movedTo }, 'state dump is corrupt: set it aside, starting from config')
   const saved = loaded.status === 'ok' ? loaded.state : undefined
+  // revocations before records: a revoked member's old records stay out
+  for (const r of saved?.revoked ?? []) membership.revoke(r.peerId, r.by, r.at)
 
   // Saved records are re-verified like network input: a tampered dump cannot add members.
   let restored = 0
@@ -89,7 +105,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     ]
   })
 
-  const host = await createHost({ privateKey: identity.libp2pKey, psk: config.psk, listen: config.listen, isOverlayAddress, mdns: config.mdns, dht: config.dht })
+  const host = await createHost({ privateKey: identity.libp2pKey, psk: config.psk, listen: config.listen, isOverlayAddress, mdns: config.mdns, meshSeed: ulaSeed, dht: config.dht, protector, denyPeer: peerId => membership.isRevoked(peerId) })
 
   const connectedHost = (peerId: string): string | undefined => {
     for (const connection of host.getConnections(peerIdFromString(peerId))) {
@@ -155,7 +171,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
           recordAgeSeconds: recordAge,
           state: recordAge > config.refreshSeconds * 3 ? 'stale' : handshakeAge !== null && handshakeAge < 180 ? 'ok' : 'connecting'
         }
-      })
+      }),
+      network: { ...rotator.status(), revoked: membership.revocations().map(r => ({ peerId: r.peerId, by: r.by, at: new Date(r.at).toISOString() })) }
     }
   }
 
@@ -231,6 +248,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       endpoints: localEndpoints(config.wgPort, ip => isOverlayAddress(ip) || config.routes.some(r => cidrContainsIp(r, ip))),
       addrs: host.getMultiaddrs().map(ma => ma.decapsulateCode(421).toString()).slice(0, 16),
       routes: config.routes,
+      ...ownRevokes(),
       seq,
       issuedAt: Date.now()
     }
@@ -277,7 +295,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const saveNow = async (): Promise<void> => {
     if (saveTimer !== undefined) { clearTimeout(saveTimer); saveTimer = undefined }
     try {
-      await saveState(config.stateDir, { seq, claims, records: membership.all().map(e => encodeEnvelope(e.envelope)) })
+      await saveState(config.stateDir, { seq, claims, records: membership.all().map(e => encodeEnvelope(e.envelope)), revoked: membership.revocations() })
     } catch (err) {
       log.error({ err: String(err) }, 'cannot write the state dump')
     }
@@ -330,6 +348,37 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   }
   membership.onChange(onMembershipChange)
 
+  // Revocation: the member leaves WireGuard (membership change → reconciler) and libp2p at once.
+  membership.onRevoke(({ peerId, by }) => {
+    if (peerId === self) { log.error({ by }, 'this node was revoked by another member: the mesh refuses it and it gets no new network keys'); return }
+    log.warn({ peer: peerId, by }, 'member revoked')
+    void host.hangUp(peerIdFromString(peerId)).catch(() => {})
+    saveSoon()
+  })
+  const ownRevokes = (): Partial<NodeRecord> => {
+    const mine = membership.revocations().filter(r => r.by === self).map(r => r.peerId).slice(-MAX_REVOKES)
+    return mine.length > 0 ? { revokes: mine } : {}
+  }
+  const rotator: Rotator = createRotator({
+    host,
+    protector,
+    stateDir: config.stateDir,
+    self,
+    log,
+    extraKeys: config.pskAccept.map(k => k.bytes),
+    baseKey: start.keys.dial,
+    graceMs: config.pskGraceSeconds * 1000,
+    ulaSeed,
+    initial: start.rotation,
+    pskFile: config.pskFile,
+    members: () => membership.members().map(e => e.record.peerId),
+    isRevoked: peerId => membership.isRevoked(peerId),
+    revoked: () => membership.revocations().map(r => r.peerId),
+    selfRecord: () => { const e = membership.envelope(self); return e === undefined ? undefined : base64(e) },
+    acceptRecord: async (envelope, author) => await membership.acceptEnvelope(envelope, author)
+  })
+  await rotator.start()
+
   gossip = await startGossip({
     host,
     log,
@@ -372,6 +421,21 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
 
   const control = await serveControl(config.stateDir, async request => {
     if (request.cmd === 'status') return await status()
+    if (request.cmd === 'revoke') {
+      const target = resolveRevokeTarget(request.target, self, membership.members().map(e => ({ peerId: e.record.peerId, name: e.record.name })))
+      const name = membership.get(target)?.record.name
+      const fresh = membership.revoke(target, self)
+      // our signed record carries the revocation to every member (gossip now, sync later)
+      await announce({}, true)
+      await saveNow()
+      // the revocation stands even when the rotation cannot start (one is still running)
+      let rotation, rotationError
+      if (request.rotate === true) {
+        try { rotation = await rotator.rotate() } catch (err) { rotationError = (err as Error).message }
+      }
+      return { revoked: target, name: name ?? null, alreadyRevoked: !fresh, rotation: rotation ?? null, rotationError: rotationError ?? null }
+    }
+    if (request.cmd === 'rotate-psk') return await rotator.rotate()
     await leave()
     setTimeout(() => process.exit(0), 50)
     return { left: true }
@@ -412,6 +476,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     hosts?.stop()
     await metricsServer?.close()
     keeper?.stop()
+    await rotator.stop()
     reconciler.stop()
     await gossip?.stop()
     await host.stop()

@@ -21,6 +21,8 @@ export class ConfigError extends Error {
 const FIELDS = {
   psk: { flag: '--psk', env: 'W2WESHER_PSK' },
   pskFile: { flag: '--psk-file', env: 'W2WESHER_PSK_FILE' },
+  pskAccept: { flag: '--psk-accept', env: 'W2WESHER_PSK_ACCEPT' },
+  pskGraceSeconds: { flag: '--psk-grace-seconds', env: 'W2WESHER_PSK_GRACE_SECONDS' },
   bootstrap: { flag: '--bootstrap', env: 'W2WESHER_BOOTSTRAP' },
   stateDir: { flag: '--state-dir', env: 'W2WESHER_STATE_DIR' },
   interface: { flag: '--interface', env: 'W2WESHER_INTERFACE' },
@@ -49,6 +51,12 @@ export type RawConfig = Partial<Record<Field, unknown>>
 
 export interface Config {
   psk: Psk
+  /** where psk came from when it is a file: a key rotation rewrites it */
+  pskFile?: string
+  /** further keys accepted from dialers (a manual rotation window); we dial with psk */
+  pskAccept: Psk[]
+  /** how long the old key stays accepted after a key rotation (w2wesher rotate-psk) starts */
+  pskGraceSeconds: number
   bootstrap: string[]
   stateDir: string
   interface: string
@@ -95,6 +103,8 @@ const bool = z.preprocess(
 const schema = z.object({
   psk: z.string().optional(),
   pskFile: z.string().min(1).optional(),
+  pskAccept: list.default([]),
+  pskGraceSeconds: int(3, 86_400).default(60),
   bootstrap: list.default([]),
   stateDir: z.string().min(1).default('/var/lib/w2wesher'),
   interface: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be 1-15 characters of letters, digits, "_", "." or "-"').default('wesh0'),
@@ -160,6 +170,7 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
   }
   if (pskText === undefined) throw new ConfigError('psk', 'no network key: pass --psk-file PATH (or --psk KEY, W2WESHER_PSK, psk/pskFile in YAML); make one with "w2wesher genpsk"')
   const psk = attempt(c.pskFile !== undefined ? 'pskFile' : 'psk', () => parsePsk(pskText))
+  const pskAccept = c.pskAccept.map(k => attempt('pskAccept', () => parsePsk(k)))
   const bootstrap = c.bootstrap.map(b => attempt('bootstrap', () => parseBootstrap(b).toString()))
   const listen = c.listen.length === 0 ? parseListen(DEFAULT_PORT) : c.listen.flatMap(l => attempt('listen', () => parseListen(l)))
   const overlayIpv4 = c.overlayIpv4 === undefined || c.overlayIpv4 === '' || c.overlayIpv4 === 'off'
@@ -168,6 +179,9 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
   const routes = attempt('routes', () => checkRoutes(c.routes, psk, overlayIpv4))
   return {
     psk,
+    ...(c.pskFile !== undefined ? { pskFile: c.pskFile } : {}),
+    pskAccept,
+    pskGraceSeconds: c.pskGraceSeconds,
     bootstrap,
     stateDir: c.stateDir,
     interface: c.interface,
@@ -242,7 +256,7 @@ function attempt<T> (field: Field, fn: () => T): T {
 
 function fieldError (field: Field, message: string, value?: unknown): ConfigError {
   const where = FIELDS[field]
-  const shown = value === undefined || field === 'psk' ? '' : ` (got ${JSON.stringify(value)})`
+  const shown = value === undefined || field === 'psk' || field === 'pskAccept' ? '' : ` (got ${JSON.stringify(value)})`
   const fix = where === undefined ? '' : `; set it with ${where.flag}, ${where.env} or "${field}" in the YAML file`
   return new ConfigError(field, `invalid ${field}: ${message}${shown}${fix}`)
 }

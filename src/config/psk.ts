@@ -5,6 +5,18 @@ export interface Psk {
   bytes: Uint8Array
   /** canonical swarm.key text, the form @libp2p/pnet reads */
   swarmKey: string
+  /**
+   * After a key rotation the overlay's IPv6 prefix still derives from the network's first key:
+   * a rotated swarm.key carries that seed (hex) on a 4th line, which pnet ignores.
+   */
+  ulaSeed?: string
+}
+
+const ULA_LINE = /^\/w2wesher-ula\/([0-9a-f]{14})$/
+
+/** swarm.key text of a rotated key: the seed of the mesh's IPv6 prefix on a 4th line. */
+export function rotatedSwarmKey (bytes: Uint8Array, ulaSeed: string): string {
+  return `${pskFromBytes(bytes).swarmKey}/w2wesher-ula/${ulaSeed}\n`
 }
 
 const HEADER = '/key/swarm/psk/1.0.0/'
@@ -28,7 +40,9 @@ export function parsePsk (input: string): Psk {
   const lines = text.split(/\r?\n/).map(l => l.trim()).filter(l => l !== '')
   if (lines[0] === HEADER) {
     if (lines[1] !== '/base16/') throw new Error('only the /base16/ swarm.key encoding is supported')
-    return pskFromHex(lines[2] ?? '')
+    const psk = pskFromHex(lines[2] ?? '')
+    const seed = ULA_LINE.exec(lines[3] ?? '')?.[1]
+    return seed === undefined ? psk : { ...psk, ulaSeed: seed }
   }
   if (lines.length !== 1) throw new Error('expected a swarm.key file, 64 hex characters or base64 of 32 bytes')
   // Only hex digits: meant as hex (a 32-byte base64 key always ends in "=").
@@ -50,4 +64,12 @@ function pskFromHex (hex: string): Psk {
 /** A stable, non-reversible label derived from the PSK: used for the ULA prefix and log hints. */
 export function pskDerive (psk: Psk, label: string, length: number): Buffer {
   return createHash('sha256').update(`w2wesher/${label}/`).update(psk.bytes).digest().subarray(0, length)
+}
+
+/**
+ * What identifies the mesh across key rotations (hex, 7 bytes): derived from the network's
+ * first key, carried by a rotated swarm.key. The IPv6 prefix and the mDNS tag come from it.
+ */
+export function meshSeed (psk: Psk): string {
+  return psk.ulaSeed ?? pskDerive(psk, 'ula', 7).toString('hex')
 }

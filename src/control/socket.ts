@@ -8,7 +8,12 @@ import { join } from 'node:path'
 export const CONTROL_SOCKET = 'control.sock'
 const MAX_REQUEST_BYTES = 4096
 
-export type ControlRequest = { cmd: 'status' } | { cmd: 'leave' }
+export type ControlRequest =
+  | { cmd: 'status' }
+  | { cmd: 'leave' }
+  | { cmd: 'revoke', target: string, rotate?: boolean }
+  | { cmd: 'rotate-psk' }
+const COMMANDS = new Set(['status', 'leave', 'revoke', 'rotate-psk'])
 export type ControlResponse = { ok: true, data?: unknown } | { ok: false, error: string }
 export type ControlHandler = (request: ControlRequest) => Promise<unknown>
 
@@ -41,7 +46,8 @@ export async function serveControl (stateDir: string, handler: ControlHandler): 
     let request: ControlRequest
     try {
       request = JSON.parse(line) as ControlRequest
-      if (request.cmd !== 'status' && request.cmd !== 'leave') return { ok: false, error: `unknown command ${JSON.stringify((request as { cmd?: unknown }).cmd)}` }
+      if (!COMMANDS.has(request.cmd)) return { ok: false, error: `unknown command ${JSON.stringify((request as { cmd?: unknown }).cmd)}` }
+      if (request.cmd === 'revoke' && (typeof request.target !== 'string' || request.target.length > 200)) return { ok: false, error: 'revoke needs a target (peer id or name)' }
     } catch {
       return { ok: false, error: 'request is not JSON' }
     }

@@ -1,6 +1,8 @@
 // The status report served on the control socket and printed by `w2wesher status`.
 // `--json` prints exactly this shape; fields are only ever added, never renamed.
 
+import type { RotationStatus } from '../p2p/rotator.ts'
+
 export type MemberState = 'ok' | 'connecting' | 'stale'
 
 /** One announced routed subnet and whether this node uses it. */
@@ -45,6 +47,8 @@ export interface StatusReport {
     /** ok: handshake in the last 3 minutes; connecting: none yet; stale: no record refresh for 3 periods */
     state: MemberState
   }>
+  /** network keys by id (never the keys), the rotation in progress, revoked members */
+  network?: RotationStatus & { revoked: Array<{ peerId: string, by: string, at: string }> }
 }
 
 export function formatStatus (report: StatusReport): string {
@@ -80,6 +84,12 @@ export function formatStatus (report: StatusReport): string {
     const width = Math.max(...routes.map(r => r.cidr.length))
     lines.push('', 'routes')
     for (const r of routes) lines.push(`  ${r.cidr.padEnd(width)}  via ${r.via}${r.accepted ? '' : `  REFUSED: ${r.reason ?? ''}`}`)
+  }
+  const n = report.network
+  if (n !== undefined) {
+    lines.push('', `network key ${n.dialKey}${n.acceptKeys.length > 1 ? ` (also accepting ${n.acceptKeys.filter(k => k !== n.dialKey).join(', ')})` : ''}`)
+    if (n.rotation !== null && n.rotation.phase !== 'done') lines.push(`rotation  ${n.rotation.id} ${n.rotation.phase}: ${n.rotation.oldKey} -> ${n.rotation.newKey}, old key refused from ${n.rotation.dropAt}, delivered ${n.rotation.delivered}/${n.rotation.recipients}`)
+    if (n.revoked.length > 0) lines.push(`revoked   ${n.revoked.map(r => r.peerId).join('  ')}`)
   }
   return lines.join('\n')
 }

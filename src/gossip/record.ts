@@ -13,6 +13,8 @@ import { isWgKey } from '../wireguard/keys.ts'
 
 export const RECORD_VERSION = 1
 export const MAX_ENVELOPE_BYTES = 4096
+/** revocations one record carries (the newest); the table keeps every one it ever saw */
+export const MAX_REVOKES = 24
 const SIGNATURE_BYTES = 64
 const DOMAIN = new TextEncoder().encode('w2wesher/record/v1:')
 
@@ -52,7 +54,12 @@ export const recordSchema = z.object({
   routes: z.array(z.string().max(64)).max(64),
   seq: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
   issuedAt: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
-  leaving: z.boolean().optional()
+  leaving: z.boolean().optional(),
+  /**
+   * Members this author revoked (w2wesher revoke): signed by the author like the rest of the
+   * record, so it travels and persists with it. Older versions ignore the field.
+   */
+  revokes: z.array(z.string().regex(/^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$/, 'revokes must list Ed25519 peer ids')).max(MAX_REVOKES).optional()
 })
 
 export type NodeRecord = z.infer<typeof recordSchema>

@@ -13,6 +13,7 @@ export type RejectReason =
   | 'self' // a record about us that we did not just make
   | 'bad-claim' // an overlay address that does not derive from the author's peer id
   | 'key-taken' // a WireGuard key another member already uses
+  | 'revoked' // the author was revoked (w2wesher revoke): no record of it comes back
 
 export type AcceptResult =
   | { accepted: true, record: NodeRecord }
@@ -22,6 +23,13 @@ export interface Entry {
   record: NodeRecord
   envelope: Uint8Array
   receivedAt: number
+}
+
+export interface Revocation {
+  peerId: string
+  /** the member whose signed record carried the revocation */
+  by: string
+  at: number
 }
 
 export interface MembershipOptions {
@@ -35,6 +43,10 @@ export interface MembershipOptions {
 export class Membership {
   private readonly entries = new Map<string, Entry>()
   private readonly listeners = new Set<() => void>()
+  private readonly revokeListeners = new Set<(revocation: Revocation) => void>()
+  /** sticky: kept in the state dump, never undone by a record */
+  private readonly revokedPeers = new Map<string, Revocation>()
+  private selfRevokedBy?: string
   private readonly now: () => number
 
   constructor (private readonly opts: MembershipOptions) {
@@ -64,6 +76,8 @@ export class Membership {
     const reject = (reason: RejectReason, detail: string): AcceptResult => ({ accepted: false, reason, detail, record })
     if (author !== undefined && author !== record.peerId) return reject('wrong-author', `record of ${record.peerId} relayed by ${author}`)
     if (record.peerId === this.opts.self) return reject('self', 'record about ourselves')
+    const revocation = this.revokedPeers.get(record.peerId)
+    if (revocation !== undefined) return reject('revoked', `${record.peerId} was revoked by ${revocation.by}`)
     const current = this.entries.get(record.peerId)
     if (current !== undefined && record.seq <= current.record.seq) {
       if (record.seq === current.record.seq && sameBytes(signed.envelope, current.envelope)) return reject('duplicate', 'already held')
@@ -87,8 +101,51 @@ export class Membership {
       if (canonical !== route) return reject('malformed', `route "${route}" is not a CIDR in canonical network form`)
     }
     this.entries.set(record.peerId, { record, envelope: signed.envelope, receivedAt: this.now() })
+    // a valid record of a member in good standing: its revocations hold
+    for (const target of record.revokes ?? []) this.revokeQuietly(target, record.peerId)
     this.emit()
     return { accepted: true, record }
+  }
+
+  /**
+   * Revoke a member: its entry goes at once, and no record of it is accepted again. Any member
+   * may revoke (the mesh has no admin); `by` names who did. We never revoke ourselves here.
+   * Returns false when it was already revoked.
+   */
+  revoke (peerId: string, by: string, at = this.now()): boolean {
+    const changed = this.revokeQuietly(peerId, by, at)
+    if (changed) this.emit()
+    return changed
+  }
+
+  isRevoked (peerId: string): boolean {
+    return this.revokedPeers.has(peerId)
+  }
+
+  revocations (): Revocation[] {
+    return [...this.revokedPeers.values()]
+  }
+
+  /** Called for every new revocation, ours or learnt from a record (also one of us: peerId = self). */
+  onRevoke (listener: (revocation: Revocation) => void): () => void {
+    this.revokeListeners.add(listener)
+    return () => this.revokeListeners.delete(listener)
+  }
+
+  private revokeQuietly (peerId: string, by: string, at = this.now()): boolean {
+    if (this.revokedPeers.has(peerId) || (peerId === this.opts.self && this.selfRevokedBy === by)) return false
+    const revocation = { peerId, by, at }
+    if (peerId === this.opts.self) {
+      // we stay in our own table; listeners hear it once per revoker (the operator must know)
+      this.selfRevokedBy = by
+    } else {
+      this.revokedPeers.set(peerId, revocation)
+      this.entries.delete(peerId)
+    }
+    for (const listener of this.revokeListeners) {
+      try { listener(revocation) } catch { /* must not break acceptance */ }
+    }
+    return peerId !== this.opts.self
   }
 
   /** Our own record: always replaces the previous one, never validated against ourselves. */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import '../polyfill.ts'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
@@ -8,10 +9,10 @@ import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
 import { preSharedKey } from '@libp2p/pnet'
 import { mdns } from '@libp2p/mdns'
-import type { PrivateKey } from '@libp2p/interface'
+import type { ConnectionProtector, PrivateKey } from '@libp2p/interface'
 import type { kadDHT } from '@libp2p/kad-dht'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { pskDerive, type Psk } from '../config/psk.ts'
+import { meshSeed, type Psk } from '../config/psk.ts'
 import { unmapIpv4 } from '../util/ip.ts'
 
 // The libp2p stack: TCP, gated by the network PSK (pnet), then Noise and yamux. Gossipsub
@@ -25,8 +26,14 @@ export interface HostOptions {
   isOverlayAddress: (ip: string) => boolean
   /** find members on the local segment by multicast DNS (the keeper dials what it finds) */
   mdns?: boolean
+  /** the mesh's stable seed (src/config/psk.ts meshSeed): the mDNS tag survives key rotations */
+  meshSeed?: string
   /** kad-dht as extra peer routing; loaded only when on */
   dht?: boolean
+  /** replaces the single-key pnet protector (key rotation: src/p2p/protector.ts) */
+  protector?: ConnectionProtector
+  /** peers we refuse in both directions (revoked members) */
+  denyPeer?: (peerId: string) => boolean
 }
 
 /** kad-dht protocol of our own: the mesh's DHT never mixes with a public one. */
@@ -43,12 +50,15 @@ export async function createHost (opts: HostOptions) {
     privateKey: opts.privateKey,
     addresses: { listen: opts.listen, announceFilter: addrs => addrs.filter(usable) },
     transports: [tcp()],
-    connectionProtector: preSharedKey({ psk: new TextEncoder().encode(opts.psk.swarmKey) }),
+    connectionProtector: opts.protector !== undefined ? () => opts.protector! : preSharedKey({ psk: new TextEncoder().encode(opts.psk.swarmKey) }),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionGater: {
       // never reach a member through the overlay itself
-      denyDialMultiaddr: ma => !usable(ma)
+      denyDialMultiaddr: ma => !usable(ma),
+      denyDialPeer: peer => opts.denyPeer?.(peer.toString()) ?? false,
+      denyInboundEncryptedConnection: peer => opts.denyPeer?.(peer.toString()) ?? false,
+      denyOutboundEncryptedConnection: peer => opts.denyPeer?.(peer.toString()) ?? false
     },
     connectionManager: {
       // many members can sit behind one IP (NAT, tests): the default 5/s per host throttles joins
@@ -65,19 +75,21 @@ export async function createHost (opts: HostOptions) {
       }),
       // mDNS answers with addressManager.getAddresses(), i.e. after the announce filter above:
       // never loopback, link-local or overlay addresses
-      ...(opts.mdns === true ? { mdns: mdns({ serviceTag: mdnsServiceTag(opts.psk) }) } : {}),
+      ...(opts.mdns === true ? { mdns: mdns({ serviceTag: mdnsServiceTag(opts.meshSeed ?? meshSeed(opts.psk)) }) } : {}),
       ...(opts.dht === true ? { dht: await dhtService() } : {})
     }
   })
 }
 
 /**
- * Our mDNS service name: a short one-way hash of the PSK, so meshes on one LAN do not even
- * see each other (no futile dials between them). It reveals no more than that two nodes
- * share a mesh, which their connections to each other show anyway.
+ * Our mDNS service name: a short one-way hash of the mesh seed (itself a one-way hash of the
+ * network's first key, so the tag stays the same across key rotations). Meshes on one LAN do
+ * not even see each other (no futile dials between them); it reveals no more than that two
+ * nodes share a mesh, which their connections to each other show anyway.
  */
-export function mdnsServiceTag (psk: Psk): string {
-  return `_w2w-${pskDerive(psk, 'mdns', 5).toString('hex')}._udp.local`
+export function mdnsServiceTag (seed: string): string {
+  const digest = createHash('sha256').update(`w2wesher/mdns/${seed}`).digest()
+  return `_w2w-${digest.subarray(0, 5).toString('hex')}._udp.local`
 }
 
 /**

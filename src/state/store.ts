@@ -24,7 +24,9 @@ const stateSchema = z.object({
   seq: z.number().int().nonnegative(),
   claims: z.object({ ipv6: claimSchema.optional(), ipv4: claimSchema.optional() }),
   /** base64 envelopes, ours included */
-  records: z.array(z.string()).max(100_000)
+  records: z.array(z.string()).max(100_000),
+  /** revoked members (w2wesher revoke): sticky, so old records cannot bring them back */
+  revoked: z.array(z.object({ peerId: z.string().max(128), by: z.string().max(128), at: z.number().int().nonnegative() })).max(100_000).optional()
 })
 
 export type SavedState = z.infer<typeof stateSchema>

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createLab, skipLab, waitFor, DAEMON_BIN, type Lab } from './lab.ts'
-import { parsePsk } from '../../src/config/psk.ts'
+import { meshSeed, parsePsk } from '../../src/config/psk.ts'
 import { mdnsServiceTag } from '../../src/p2p/host.ts'
 
 // mDNS on one LAN segment: three daemons with the same PSK and no --bootstrap form the full
@@ -53,7 +53,7 @@ describe.skipIf(skip)('mDNS discovery (no bootstrap)', () => {
   }, 60_000)
 
   it('mDNS answers carry only underlay addresses: never loopback or overlay', async () => {
-    const tag = mdnsServiceTag(parsePsk(readFileSync(psk, 'utf8')))
+    const tag = mdnsServiceTag(meshSeed(parsePsk(readFileSync(psk, 'utf8'))))
     // one mDNS query from the foreign namespace, as any host on the LAN could send it
     const script = `
       const mdns = require('multicast-dns')()

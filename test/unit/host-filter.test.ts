@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ipOf, mdnsServiceTag, tcpTarget } from '../../src/p2p/host.ts'
-import { pskFromBytes } from '../../src/config/psk.ts'
+import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
   it('reads the IP, treating IPv4-mapped IPv6 as the IPv4 it is', () => {
@@ -18,12 +18,19 @@ describe('multiaddr helpers', () => {
 })
 
 describe('mDNS service tag', () => {
-  it('is a stable DNS-SD name per PSK, differs between meshes and shows nothing of the key', () => {
+  it('is a stable DNS-SD name per mesh, differs between meshes and shows nothing of the key', () => {
     const a = pskFromBytes(new Uint8Array(32).fill(1))
     const b = pskFromBytes(new Uint8Array(32).fill(2))
-    expect(mdnsServiceTag(a)).toMatch(/^_w2w-[0-9a-f]{10}\._udp\.local$/)
-    expect(mdnsServiceTag(a)).toBe(mdnsServiceTag(pskFromBytes(new Uint8Array(32).fill(1))))
-    expect(mdnsServiceTag(a)).not.toBe(mdnsServiceTag(b))
-    expect(mdnsServiceTag(a)).not.toContain('0101010101')
+    expect(mdnsServiceTag(meshSeed(a))).toMatch(/^_w2w-[0-9a-f]{10}\._udp\.local$/)
+    expect(mdnsServiceTag(meshSeed(a))).toBe(mdnsServiceTag(meshSeed(pskFromBytes(new Uint8Array(32).fill(1)))))
+    expect(mdnsServiceTag(meshSeed(a))).not.toBe(mdnsServiceTag(meshSeed(b)))
+    expect(mdnsServiceTag(meshSeed(a))).not.toContain('0101010101')
+  })
+
+  it('stays the same after a key rotation: a rotated swarm.key carries the first key\'s seed', () => {
+    const first = pskFromBytes(new Uint8Array(32).fill(1))
+    const rotated = parsePsk(rotatedSwarmKey(new Uint8Array(32).fill(3), meshSeed(first)))
+    expect(mdnsServiceTag(meshSeed(rotated))).toBe(mdnsServiceTag(meshSeed(first)))
+    expect(mdnsServiceTag(meshSeed(pskFromBytes(new Uint8Array(32).fill(3))))).not.toBe(mdnsServiceTag(meshSeed(first)))
   })
 })

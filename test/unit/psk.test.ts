@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { generatePsk, parsePsk, pskFromBytes } from '../../src/config/psk.ts'
+import { generatePsk, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 const bytes = Uint8Array.from({ length: 32 }, (_, i) => i * 7 % 256)
 const hex = Buffer.from(bytes).toString('hex')
@@ -32,5 +32,14 @@ describe('psk parsing', () => {
     expect(() => parsePsk('not a key!')).toThrow(/expected a swarm.key/)
     expect(() => parsePsk('')).toThrow()
     try { parsePsk(hex.slice(2)) } catch (err) { expect((err as Error).message).not.toContain(hex.slice(2)) }
+  })
+
+  it('reads the IPv6 prefix seed a rotated swarm.key carries, which pnet ignores', () => {
+    const bytes = new Uint8Array(32).fill(5)
+    const text = rotatedSwarmKey(bytes, '0a0b0c0d0e0f10')
+    const psk = parsePsk(text)
+    expect(psk.ulaSeed).toBe('0a0b0c0d0e0f10')
+    expect(Buffer.from(psk.bytes)).toEqual(Buffer.from(bytes))
+    expect(parsePsk(pskFromBytes(bytes).swarmKey).ulaSeed).toBeUndefined()
   })
 })
