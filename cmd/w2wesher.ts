@@ -43,6 +43,7 @@ function daemonOptions (cmd: Command): Command {
     .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 127.0.0.1:9586 (default off)')
     .option('--hosts-file <path>', 'keep a managed block of member names in this hosts file, e.g. /etc/hosts (default off)')
     .option('--hosts-domain <domain>', 'domain of the names in the hosts file block (default wesh)')
+    .option('--announce <ip[:port]>', 'extra WireGuard endpoint to advertise first, e.g. a cloud VM\'s public 1:1 NAT address; repeatable, comma-separated', collect)
 }
 
 interface DaemonFlags {
@@ -66,6 +67,7 @@ interface DaemonFlags {
   metricsListen?: string
   hostsFile?: string
   hostsDomain?: string
+  announce?: string[]
 }
 
 async function runDaemon (flags: DaemonFlags): Promise<void> {

@@ -6,6 +6,7 @@ import { parsePsk, type Psk } from './psk.ts'
 import { DEFAULT_PORT, parseBootstrap, parseListen } from './addresses.ts'
 import { ipv4Range, type OverlayRange } from '../membership/ipam.ts'
 import { parseListenAddress, type ListenAddress } from '../metrics/listen.ts'
+import { parseAnnounce, type AnnounceAddress } from '../endpoints/local.ts'
 
 // Configuration comes from flags > environment > YAML file > defaults. Every value is
 // validated once here; an error names the field and every place it can be set.
@@ -36,7 +37,8 @@ const FIELDS = {
   logLevel: { flag: '--log-level', env: 'W2WESHER_LOG_LEVEL' },
   metricsListen: { flag: '--metrics-listen', env: 'W2WESHER_METRICS_LISTEN' },
   hostsFile: { flag: '--hosts-file', env: 'W2WESHER_HOSTS_FILE' },
-  hostsDomain: { flag: '--hosts-domain', env: 'W2WESHER_HOSTS_DOMAIN' }
+  hostsDomain: { flag: '--hosts-domain', env: 'W2WESHER_HOSTS_DOMAIN' },
+  announce: { flag: '--announce', env: 'W2WESHER_ANNOUNCE' }
 } as const
 
 export type Field = keyof typeof FIELDS
@@ -63,6 +65,8 @@ export interface Config {
   /** hosts file holding our managed name block; undefined = off */
   hostsFile?: string
   hostsDomain: string
+  /** extra WireGuard endpoints our record lists first (e.g. a cloud VM's 1:1 NAT address) */
+  announce: AnnounceAddress[]
 }
 
 const list = z.preprocess(
@@ -93,7 +97,8 @@ const schema = z.object({
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
   metricsListen: z.string().optional(),
   hostsFile: z.string().min(1, 'must be a file path').optional(),
-  hostsDomain: z.string().regex(/^(?=.{1,200}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'must be a DNS domain such as "wesh" or "mesh.example"').transform(d => d.toLowerCase()).default('wesh')
+  hostsDomain: z.string().regex(/^(?=.{1,200}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'must be a DNS domain such as "wesh" or "mesh.example"').transform(d => d.toLowerCase()).default('wesh'),
+  announce: list.default([])
 }).strict()
 
 export interface ConfigSources {
@@ -163,7 +168,8 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
       ? undefined
       : attempt('metricsListen', () => parseListenAddress(c.metricsListen!)),
     hostsFile: c.hostsFile,
-    hostsDomain: c.hostsDomain
+    hostsDomain: c.hostsDomain,
+    announce: c.announce.map(a => attempt('announce', () => parseAnnounce(a)))
   }
 }
 

@@ -1,7 +1,7 @@
 // The status report served on the control socket and printed by `w2wesher status`.
 // `--json` prints exactly this shape; fields are only ever added, never renamed.
 
-export type MemberState = 'ok' | 'connecting' | 'stale'
+export type MemberState = 'ok' | 'connecting' | 'no-direct-path' | 'stale'
 
 export interface StatusReport {
   self: {
@@ -30,7 +30,13 @@ export interface StatusReport {
     connected: boolean
     /** seconds since we last received the member's record */
     recordAgeSeconds: number
-    /** ok: handshake in the last 3 minutes; connecting: none yet; stale: no record refresh for 3 periods */
+    /** the WireGuard endpoints tried for the member, in order (connection host, announce, observed, interfaces) */
+    candidates: string[]
+    /**
+     * ok: handshake in the last 3 minutes; connecting: trying its candidate endpoints;
+     * no-direct-path: every candidate tried without a handshake (still retrying);
+     * stale: no record refresh for 3 periods
+     */
     state: MemberState
   }>
 }
