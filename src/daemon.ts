@@ -210,7 +210,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   // Our candidate endpoints come from config, from what members observe (identify) and from
   // our interfaces, polled every second: a changed underlay address is re-announced at once.
   const observed = new ObservedAddresses()
-  let localIps = interfaceAddresses()
+  const underlayIps = (): string[] => interfaceAddresses().filter(ip => !isOverlayAddress(ip))
+  let localIps = underlayIps()
   observed.noteInterfaces(localIps)
 
   let seq = saved?.seq ?? 0
@@ -345,7 +346,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   })
   host.addEventListener('peer:disconnect', evt => { observed.delete(evt.detail.toString()) })
   const interfacesTimer = setInterval(() => {
-    const now = interfaceAddresses()
+    const now = underlayIps()
     if (now.join() === localIps.join()) return
     const gone = localIps.filter(ip => !now.includes(ip))
     localIps = now

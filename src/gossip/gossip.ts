@@ -137,9 +137,22 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   // 2. A peer's subscription arrived: from now on gossip reaches it, so one more sync closes
   //    the window between the connection's sync and the subscription. The lower id syncs.
   const self = host.peerId.toString()
+  /**
+   * Our newest record when its publish reached nobody. A sync carries it to that neighbour,
+   * but only gossip carries it on to members we cannot dial (behind NATs): publish it again
+   * once a subscriber shows up.
+   */
+  let unsent: Uint8Array | undefined
   const onSubscription = (evt: CustomEvent<{ peerId: PeerId, subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
     const { peerId, subscriptions } = evt.detail
-    if (self < peerId.toString() && subscriptions.some(s => s.topic === RECORD_TOPIC && s.subscribe)) syncPeer(peerId)
+    const subscribed = subscriptions.some(s => s.topic === RECORD_TOPIC && s.subscribe)
+    if (self < peerId.toString() && subscribed) syncPeer(peerId)
+    if (subscribed && unsent !== undefined) {
+      const envelope = unsent
+      unsent = undefined
+      // after gossipsub has taken the subscription in (it handles the same event)
+      setTimeout(() => { void publish(envelope) }, 100).unref()
+    }
   }
   pubsub.addEventListener('subscription-change', onSubscription)
 
@@ -157,18 +170,22 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   }
   scheduleAntiEntropy()
 
+  async function publish (envelope: Uint8Array): Promise<void> {
+    try {
+      const result = await pubsub.publish(RECORD_TOPIC, envelope)
+      stats.published++
+      unsent = result.recipients.length === 0 ? envelope : undefined
+      log.debug({ recipients: result.recipients.length }, 'published own record')
+    } catch (err) {
+      // No subscribed peer yet: the sync on the next connection carries the record instead.
+      unsent = envelope
+      log.debug({ err: String(err) }, 'publish skipped')
+    }
+  }
+
   return {
     stats,
-    async publish (envelope) {
-      try {
-        const result = await pubsub.publish(RECORD_TOPIC, envelope)
-        stats.published++
-        log.debug({ recipients: result.recipients.length }, 'published own record')
-      } catch (err) {
-        // No subscribed peer yet: the sync on the next connection carries the record instead.
-        log.debug({ err: String(err) }, 'publish skipped')
-      }
-    },
+    publish,
     async stop () {
       if (antiEntropy !== undefined) clearTimeout(antiEntropy)
       host.removeEventListener('connection:open', onConnection)
