@@ -961,9 +961,10 @@ class LabImpl implements Lab {
     if (nat.index > 99) throw new Error('addNat: NAT index above 99')
     this.natHosts.set(name, 0)
     await run(['ip', 'netns', 'exec', nat.ns, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1'])
-    // Masquerade keeps the source port when it is free (what hole punching relies on). The
-    // input drop matters too: an unsolicited packet to the NAT's own address would otherwise
-    // leave a conntrack entry that makes the next outbound mapping pick another port.
+    // Masquerade keeps the source port when it is free (what hole punching relies on). Inbound
+    // is filtered like a home router's: only replies pass. (Without that, an unsolicited packet
+    // to the NAT's own address leaves a conntrack entry that, in theory, makes the next
+    // outbound mapping to that peer pick another port; not measured here.)
     const script = [
       'table ip w2nat {',
       '  chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname "eth0" masquerade; }',
