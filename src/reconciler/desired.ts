@@ -1,7 +1,7 @@
 import type { WgPeerConfig, WgPeerState } from '../wireguard/driver.ts'
 import type { Claim } from '../membership/ipam.ts'
 import type { NodeRecord } from '../gossip/record.ts'
-import type { DesiredPeer } from './rotation.ts'
+import type { DesiredPeer } from './endpoint-rotation.ts'
 
 // Desired WireGuard peers are a pure function of membership: no I/O here, so it is cheap to
 // recompute on every change and easy to test.
@@ -74,7 +74,7 @@ export interface PeerDiff {
  * What must change so the device matches `desired`. A peer that is already right is not
  * touched at all, so its session and handshake survive. An undefined endpoint keeps whatever
  * the device has; whether a working (possibly roamed) endpoint stays is the rotation's call
- * (rotation.ts), made before this.
+ * (endpoint-rotation.ts), made before this.
  */
 export function diffPeers (desired: WgPeerConfig[], actual: WgPeerState[]): PeerDiff {
   const current = new Map(actual.map(p => [p.publicKey, p]))

@@ -1,6 +1,6 @@
 import type { WgDriver, WgInterfaceConfig, WgPeerConfig } from '../wireguard/driver.ts'
 import { diffPeers } from './desired.ts'
-import type { DesiredPeer, EndpointSelector } from './rotation.ts'
+import type { DesiredPeer, EndpointSelector } from './endpoint-rotation.ts'
 
 // Drives the device towards the desired state: bursts of changes are coalesced into one
 // apply, a periodic resync repairs drift made by others, and a failure retries with backoff.

@@ -44,7 +44,7 @@ describe.skipIf(skip)('endpoint rotation (3 daemons, two underlays)', () => {
       }, { timeoutMs: 40_000, intervalMs: 200 })
       const names = new Map(await Promise.all(NODES.map(async n => [(await lab.wgDump(n))!.publicKey, n] as const)))
       const pairs = [...seen].map(([k, t]) => `${k.split('>')[0]!}>${names.get(k.split('>')[1]!) ?? '?'} ${t}`)
-      console.log(`rotation: first handshake seen, ms after start: ${pairs.join(', ')}`)
+      console.log(`endpoint rotation: first handshake seen, ms after start: ${pairs.join(', ')}`)
     } catch (err) {
       throw new Error(`${(err as Error).message}\n${lab.logTails(20)}`)
     }
@@ -53,7 +53,7 @@ describe.skipIf(skip)('endpoint rotation (3 daemons, two underlays)', () => {
     const matrix = await lab.pingMatrix(NODES, { family: 4, count: 3, timeoutMs: 2000 })
     expect(matrix.failures, matrix.text).toEqual([])
     const all = Date.now() - started
-    console.log(`rotation: all ${NODES.length * (NODES.length - 1) / 2} tunnels handshaken ${handshakes} ms after start, full ping matrix at ${all} ms`)
+    console.log(`endpoint rotation: all ${NODES.length * (NODES.length - 1) / 2} tunnels handshaken ${handshakes} ms after start, full ping matrix at ${all} ms`)
     // the members reach r at its second address: the first one (eth0) never carried WireGuard
     for (const n of ['a', 'b']) {
       const toR = (await lab.wgPeers(n)).find(p => p.publicKey === rKey)!

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { createEndpointSelector, DEFAULT_ATTEMPT_MS, type DesiredPeer, type EndpointView } from '../../src/reconciler/rotation.ts'
+import { createEndpointSelector, DEFAULT_ATTEMPT_MS, type DesiredPeer, type EndpointView } from '../../src/reconciler/endpoint-rotation.ts'
 import { endpointCandidates } from '../../src/reconciler/desired.ts'
 import { createReconciler } from '../../src/reconciler/reconciler.ts'
 import { createMemoryDriver } from '../../src/wireguard/memory.ts'
