@@ -52,6 +52,7 @@ function daemonOptions (cmd: Command): Command {
     .option('--no-mdns', 'no multicast DNS discovery')
     .option('--dht', 'kad-dht as extra peer routing among members (default off)')
     .option('--no-dht', 'no kad-dht')
+    .option('--announce <ip[:port]>', 'extra WireGuard endpoint to advertise first, e.g. a cloud VM\'s public 1:1 NAT address; repeatable, comma-separated', collect)
 }
 
 interface DaemonFlags {
@@ -81,6 +82,7 @@ interface DaemonFlags {
   hostsDomain?: string
   mdns?: boolean
   dht?: boolean
+  announce?: string[]
 }
 
 async function runDaemon (flags: DaemonFlags): Promise<void> {

@@ -1,5 +1,3 @@
-import { networkInterfaces } from 'node:os'
-import { isIPv4 } from 'node:net'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Config } from './config/config.ts'
 import { meshSeed } from './config/psk.ts'
@@ -12,7 +10,9 @@ import { Membership } from './membership/table.ts'
 import { chooseClaim, inRange, ula64, type Claim, type OverlayRange } from './membership/ipam.ts'
 import { acceptedRoutes, cidrContainsIp, localRouteProblem, resolveRoutes, routeEvents, type RouteResolution } from './membership/routes.ts'
 import { createReconciler, type Reconciler } from './reconciler/reconciler.ts'
-import { desiredPeers, formatEndpoint } from './reconciler/desired.ts'
+import { desiredPeers } from './reconciler/desired.ts'
+import { createEndpointSelector } from './reconciler/endpoint-rotation.ts'
+import { interfaceAddresses, localCandidates, ObservedAddresses } from './endpoints/local.ts'
 import type { WgDriver, WgInterfaceConfig } from './wireguard/driver.ts'
 import { createSystemDriver } from './wireguard/system.ts'
 import type { Logger } from './log.ts'
@@ -107,8 +107,10 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
 
   const host = await createHost({ privateKey: identity.libp2pKey, psk: config.psk, listen: config.listen, isOverlayAddress, mdns: config.mdns, meshSeed: ulaSeed, dht: config.dht, protector, denyPeer: peerId => membership.isRevoked(peerId) })
 
+  // newest connection first: after roaming, an old one may linger until it times out
   const connectedHost = (peerId: string): string | undefined => {
-    for (const connection of host.getConnections(peerIdFromString(peerId))) {
+    const connections = host.getConnections(peerIdFromString(peerId)).sort((a, b) => b.timeline.open - a.timeline.open)
+    for (const connection of connections) {
       const ip = ipOf(connection.remoteAddr)
       if (ip !== undefined && !isOverlayAddress(ip)) return ip
     }
@@ -124,7 +126,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       overlay: [ranges.ipv6, ...(ranges.ipv4 === undefined ? [] : [ranges.ipv4])],
       self,
       localProblem: localRouteProblem({
-        ownAddresses: localEndpoints(0, isOverlayAddress).map(e => e.replace(/^\[?(.*?)\]?:\d+$/, '$1')),
+        ownAddresses: interfaceAddresses().filter(ip => !isOverlayAddress(ip)),
         members: live,
         hasIpv4: claims.ipv4 !== undefined
       })
@@ -169,7 +171,13 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
           connected,
           routes: routeStatus(record.peerId),
           recordAgeSeconds: recordAge,
-          state: recordAge > config.refreshSeconds * 3 ? 'stale' : handshakeAge !== null && handshakeAge < 180 ? 'ok' : 'connecting'
+          candidates: endpoints.describe(record.wgPublicKey)?.candidates ?? [],
+          state: recordAge > config.refreshSeconds * 3
+            ? 'stale'
+            : handshakeAge !== null && handshakeAge < 180
+              ? 'ok'
+              // every candidate tried, no handshake: say so instead of 'connecting' forever
+              : (endpoints.describe(record.wgPublicKey)?.rounds ?? 0) > 0 ? 'no-direct-path' : 'connecting'
         }
       }),
       network: { ...rotator.status(), revoked: membership.revocations().map(r => ({ peerId: r.peerId, by: r.by, at: new Date(r.at).toISOString() })) }
@@ -212,8 +220,17 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       lastMembershipChangeMs
     }))
 
+  const endpoints = createEndpointSelector({
+    onPathChange: (wgPublicKey, view) => {
+      const member = membership.members().find(m => m.record.wgPublicKey === wgPublicKey)?.record
+      const fields = { peer: member?.peerId, name: member?.name, candidates: view.candidates }
+      if (view.working) log.info({ ...fields, endpoint: view.current }, 'direct WireGuard path found')
+      else log.warn(fields, 'no direct WireGuard path: no handshake on any candidate endpoint (both sides behind NATs that rewrite ports? firewall?); still trying')
+    }
+  })
   const reconciler = createReconciler({
     driver,
+    endpoints,
     log,
     onApplied: result => {
       metrics?.reconcileApplied(result)
@@ -232,6 +249,13 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     routes: () => routing.verdicts.filter(v => v.accepted && v.peerId !== self).map(v => v.cidr)
   })
 
+  // Our candidate endpoints come from config, from what members observe (identify) and from
+  // our interfaces, polled every second: a changed underlay address is re-announced at once.
+  const observed = new ObservedAddresses()
+  const underlayIps = (): string[] => interfaceAddresses().filter(ip => !isOverlayAddress(ip))
+  let localIps = underlayIps()
+  observed.noteInterfaces(localIps)
+
   let seq = saved?.seq ?? 0
   const buildRecord = (): NodeRecord => {
     seq = Math.max(seq + 1, Date.now())
@@ -245,7 +269,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       ipv6: toClaim(claims.ipv6),
       wgPort: config.wgPort,
       // not the addresses of our own routed subnets: others send those into the tunnel
-      endpoints: localEndpoints(config.wgPort, ip => isOverlayAddress(ip) || config.routes.some(r => cidrContainsIp(r, ip))),
+      endpoints: localCandidates({ wgPort: config.wgPort, announce: config.announce, observed: observed.list(), interfaces: localIps, isOverlayAddress: ip => isOverlayAddress(ip) || config.routes.some(r => cidrContainsIp(r, ip)) }),
       addrs: host.getMultiaddrs().map(ma => ma.decapsulateCode(421).toString()).slice(0, 16),
       routes: config.routes,
       ...ownRevokes(),
@@ -400,6 +424,30 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   onMembershipChange()
   host.addEventListener('peer:connect', () => reconciler.schedule())
   host.addEventListener('self:peer:update', () => { void announce() })
+  host.addEventListener('peer:identify', evt => {
+    const ip = evt.detail.observedAddr === undefined ? undefined : ipOf(evt.detail.observedAddr)
+    if (ip === undefined || isOverlayAddress(ip)) return
+    observed.set(evt.detail.peerId.toString(), ip)
+    void announce()
+  })
+  host.addEventListener('peer:disconnect', evt => { observed.delete(evt.detail.toString()) })
+  const interfacesTimer = setInterval(() => {
+    const now = underlayIps()
+    if (now.join() === localIps.join()) return
+    const gone = localIps.filter(ip => !now.includes(ip))
+    localIps = now
+    observed.noteInterfaces(now)
+    log.info({ addresses: now, gone }, 'underlay addresses changed: re-announcing')
+    void announce()
+    if (gone.length > 0) {
+      // Connections bound to a vanished address are dead: drop them so the keeper redials
+      // from the new one, and send into every tunnel so the members' WireGuard roams to us now.
+      for (const c of host.getConnections()) c.abort(new Error('local address changed'))
+      void reconciler.pokeAll()
+      setTimeout(() => { void reconciler.pokeAll() }, 1000).unref()
+    }
+  }, 1000)
+  interfacesTimer.unref()
   await interfaceReady
 
   // Liveness: a periodic refresh (jittered so members do not beat in step) tells the others
@@ -471,6 +519,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     if (refreshTimer !== undefined) clearTimeout(refreshTimer)
     clearInterval(expiryTimer)
     clearInterval(tunnelsTimer)
+    clearInterval(interfacesTimer)
     if (watching !== undefined) clearTimeout(watching)
     control.close()
     hosts?.stop()
@@ -495,17 +544,4 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       await saveNow()
     }
   }
-}
-
-/** Candidate WireGuard endpoints: our non-loopback, non-overlay interface addresses. */
-function localEndpoints (wgPort: number, isOverlayAddress: (ip: string) => boolean): string[] {
-  const out: string[] = []
-  for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) {
-      if (a.internal || isOverlayAddress(a.address)) continue
-      if (!isIPv4(a.address) && a.address.toLowerCase().startsWith('fe80:')) continue
-      out.push(formatEndpoint(a.address, wgPort))
-    }
-  }
-  return out.slice(0, 16)
 }

@@ -7,6 +7,7 @@ import { DEFAULT_PORT, parseBootstrap, parseListen } from './addresses.ts'
 import { ipv4Range, ula64, type OverlayRange } from '../membership/ipam.ts'
 import { canonicalRoute, cidrsOverlap, MAX_ROUTES, routeProblem } from '../membership/routes.ts'
 import { parseListenAddress, type ListenAddress } from '../metrics/listen.ts'
+import { parseAnnounce, type AnnounceAddress } from '../endpoints/local.ts'
 
 // Configuration comes from flags > environment > YAML file > defaults. Every value is
 // validated once here; an error names the field and every place it can be set.
@@ -43,7 +44,8 @@ const FIELDS = {
   hostsFile: { flag: '--hosts-file', env: 'W2WESHER_HOSTS_FILE' },
   hostsDomain: { flag: '--hosts-domain', env: 'W2WESHER_HOSTS_DOMAIN' },
   mdns: { flag: '--mdns / --no-mdns', env: 'W2WESHER_MDNS' },
-  dht: { flag: '--dht / --no-dht', env: 'W2WESHER_DHT' }
+  dht: { flag: '--dht / --no-dht', env: 'W2WESHER_DHT' },
+  announce: { flag: '--announce', env: 'W2WESHER_ANNOUNCE' }
 } as const
 
 export type Field = keyof typeof FIELDS
@@ -84,6 +86,8 @@ export interface Config {
   mdns: boolean
   /** kad-dht as extra peer routing for members whose addresses gossip did not bring */
   dht: boolean
+  /** extra WireGuard endpoints our record lists first (e.g. a cloud VM's 1:1 NAT address) */
+  announce: AnnounceAddress[]
 }
 
 const list = z.preprocess(
@@ -125,7 +129,8 @@ const schema = z.object({
   hostsFile: z.string().min(1, 'must be a file path').optional(),
   hostsDomain: z.string().regex(/^(?=.{1,200}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'must be a DNS domain such as "wesh" or "mesh.example"').transform(d => d.toLowerCase()).default('wesh'),
   mdns: bool.default(true),
-  dht: bool.default(false)
+  dht: bool.default(false),
+  announce: list.default([])
 }).strict()
 
 export interface ConfigSources {
@@ -204,7 +209,8 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
     hostsFile: c.hostsFile,
     hostsDomain: c.hostsDomain,
     mdns: c.mdns,
-    dht: c.dht
+    dht: c.dht,
+    announce: c.announce.map(a => attempt('announce', () => parseAnnounce(a)))
   }
 }
 

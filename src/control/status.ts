@@ -3,7 +3,7 @@
 
 import type { RotationStatus } from '../p2p/rotator.ts'
 
-export type MemberState = 'ok' | 'connecting' | 'stale'
+export type MemberState = 'ok' | 'connecting' | 'no-direct-path' | 'stale'
 
 /** One announced routed subnet and whether this node uses it. */
 export interface RouteStatus {
@@ -44,7 +44,13 @@ export interface StatusReport {
     routes: RouteStatus[]
     /** seconds since we last received the member's record */
     recordAgeSeconds: number
-    /** ok: handshake in the last 3 minutes; connecting: none yet; stale: no record refresh for 3 periods */
+    /** the WireGuard endpoints tried for the member, in order (connection host, announce, observed, interfaces) */
+    candidates: string[]
+    /**
+     * ok: handshake in the last 3 minutes; connecting: trying its candidate endpoints;
+     * no-direct-path: every candidate tried without a handshake (still retrying);
+     * stale: no record refresh for 3 periods
+     */
     state: MemberState
   }>
   /** network keys by id (never the keys), the rotation in progress, revoked members */

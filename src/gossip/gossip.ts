@@ -140,11 +140,23 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   //    (the other side's sync may have run before that publication).
   const self = host.peerId.toString()
   const missedPublication = new Set<string>()
+  /**
+   * Our newest record when its publish reached nobody. A sync carries it to that neighbour,
+   * but only gossip carries it on to members we cannot dial (behind NATs): publish it again
+   * once a subscriber shows up.
+   */
+  let unsent: Uint8Array | undefined
   const onSubscription = (evt: CustomEvent<{ peerId: PeerId, subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
     const { peerId, subscriptions } = evt.detail
     if (!subscriptions.some(s => s.topic === RECORD_TOPIC && s.subscribe)) return
     const missed = missedPublication.delete(peerId.toString())
     if (self < peerId.toString() || missed) syncPeer(peerId)
+    if (unsent !== undefined) {
+      const envelope = unsent
+      unsent = undefined
+      // after gossipsub has taken the subscription in (it handles the same event)
+      setTimeout(() => { void publish(envelope) }, 100).unref()
+    }
   }
   const noteMissed = (recipients: PeerId[]): void => {
     const reached = new Set(recipients.map(p => p.toString()))
@@ -170,20 +182,24 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   }
   scheduleAntiEntropy()
 
+  async function publish (envelope: Uint8Array): Promise<void> {
+    try {
+      const result = await pubsub.publish(RECORD_TOPIC, envelope)
+      stats.published++
+      unsent = result.recipients.length === 0 ? envelope : undefined
+      noteMissed(result.recipients)
+      log.debug({ recipients: result.recipients.length }, 'published own record')
+    } catch (err) {
+      // No subscribed peer yet: the sync on the next connection carries the record instead.
+      unsent = envelope
+      noteMissed([])
+      log.debug({ err: String(err) }, 'publish skipped')
+    }
+  }
+
   return {
     stats,
-    async publish (envelope) {
-      try {
-        const result = await pubsub.publish(RECORD_TOPIC, envelope)
-        stats.published++
-        noteMissed(result.recipients)
-        log.debug({ recipients: result.recipients.length }, 'published own record')
-      } catch (err) {
-        // No subscribed peer yet: the sync on the next connection carries the record instead.
-        noteMissed([])
-        log.debug({ err: String(err) }, 'publish skipped')
-      }
-    },
+    publish,
     async stop () {
       if (antiEntropy !== undefined) clearTimeout(antiEntropy)
       host.removeEventListener('connection:open', onConnection)

@@ -1,6 +1,7 @@
 import type { WgPeerConfig, WgPeerState } from '../wireguard/driver.ts'
 import type { Claim } from '../membership/ipam.ts'
 import type { NodeRecord } from '../gossip/record.ts'
+import type { DesiredPeer } from './endpoint-rotation.ts'
 
 // Desired WireGuard peers are a pure function of membership: no I/O here, so it is cheap to
 // recompute on every change and easy to test.
@@ -16,7 +17,7 @@ export interface DesiredInput {
   routes?: (peerId: string) => string[]
 }
 
-export function desiredPeers (input: DesiredInput): WgPeerConfig[] {
+export function desiredPeers (input: DesiredInput): DesiredPeer[] {
   return input.members.map(record => {
     const allowedIps: string[] = []
     const v4 = record.ipv4
@@ -24,19 +25,44 @@ export function desiredPeers (input: DesiredInput): WgPeerConfig[] {
     if (input.owners[6].get(record.ipv6.address)?.peerId === record.peerId) allowedIps.push(`${record.ipv6.address}/128`)
     // after the overlay addresses: the reconciler pokes allowedIps[0] to start a handshake
     allowedIps.push(...(input.routes?.(record.peerId) ?? []))
+    const candidates = endpointCandidates(record, input.connectedHost(record.peerId))
     return {
       publicKey: record.wgPublicKey,
-      endpoint: chooseEndpoint(record, input.connectedHost(record.peerId)),
+      endpoint: candidates[0],
+      candidates,
       allowedIps,
       persistentKeepalive: input.persistentKeepalive
     }
   })
 }
 
-/** Prefer the address our libp2p connection uses; else the record's first candidate. */
+/**
+ * The endpoints to try for a member, best first: the host our libp2p connection to it uses,
+ * then the candidates its record lists (announce, observed, interface addresses). A connection
+ * host the record no longer vouches for (the member roamed away; the old TCP connection has not
+ * died yet) goes last instead of first.
+ */
+export function endpointCandidates (record: NodeRecord, connectedHost: string | undefined): string[] {
+  const listed = record.endpoints
+  if (connectedHost === undefined) return dedupe(listed)
+  const viaConnection = formatEndpoint(connectedHost, record.wgPort)
+  const vouched = listed.length === 0 || listed.some(e => hostOf(e) === connectedHost) ||
+    record.addrs.some(a => a.split('/')[2] === connectedHost)
+  return dedupe(vouched ? [viaConnection, ...listed] : [...listed, viaConnection])
+}
+
+/** Kept for callers that want one answer: the first candidate. */
 export function chooseEndpoint (record: NodeRecord, connectedHost: string | undefined): string | undefined {
-  if (connectedHost !== undefined) return formatEndpoint(connectedHost, record.wgPort)
-  return record.endpoints[0]
+  return endpointCandidates(record, connectedHost)[0]
+}
+
+/** "1.2.3.4:5" → "1.2.3.4", "[fd00::1]:5" → "fd00::1" */
+export function hostOf (endpoint: string): string {
+  return endpoint.startsWith('[') ? endpoint.slice(1, endpoint.indexOf(']')) : endpoint.slice(0, endpoint.lastIndexOf(':'))
+}
+
+function dedupe (list: string[]): string[] {
+  return [...new Set(list)]
 }
 
 export function formatEndpoint (host: string, port: number): string {
@@ -48,14 +74,13 @@ export interface PeerDiff {
   removals: string[]
 }
 
-/** A handshake this recent means the current endpoint works (WireGuard roams by itself). */
-const WORKING_HANDSHAKE_SECONDS = 180
-
 /**
  * What must change so the device matches `desired`. A peer that is already right is not
- * touched at all, so its session and handshake survive.
+ * touched at all, so its session and handshake survive. An undefined endpoint keeps whatever
+ * the device has; whether a working (possibly roamed) endpoint stays is the rotation's call
+ * (endpoint-rotation.ts), made before this.
  */
-export function diffPeers (desired: WgPeerConfig[], actual: WgPeerState[], nowSeconds: number): PeerDiff {
+export function diffPeers (desired: WgPeerConfig[], actual: WgPeerState[]): PeerDiff {
   const current = new Map(actual.map(p => [p.publicKey, p]))
   const wanted = new Set(desired.map(p => p.publicKey))
   const upserts = desired.filter(want => {
@@ -63,15 +88,10 @@ export function diffPeers (desired: WgPeerConfig[], actual: WgPeerState[], nowSe
     if (have === undefined) return true
     if (!sameSet(want.allowedIps, have.allowedIps)) return true
     if (want.persistentKeepalive !== have.persistentKeepalive) return true
-    return !endpointAcceptable(want, have, nowSeconds)
+    return want.endpoint !== undefined && want.endpoint !== have.endpoint
   })
   const removals = actual.filter(p => !wanted.has(p.publicKey)).map(p => p.publicKey)
   return { upserts, removals }
-}
-
-function endpointAcceptable (want: WgPeerConfig, have: WgPeerState, nowSeconds: number): boolean {
-  if (want.endpoint === undefined || want.endpoint === have.endpoint) return true
-  return have.endpoint !== undefined && have.latestHandshake > 0 && nowSeconds - have.latestHandshake < WORKING_HANDSHAKE_SECONDS
 }
 
 function sameSet (a: string[], b: string[]): boolean {

@@ -1,5 +1,6 @@
 import type { WgDriver, WgInterfaceConfig, WgPeerConfig } from '../wireguard/driver.ts'
 import { diffPeers } from './desired.ts'
+import type { DesiredPeer, EndpointSelector } from './endpoint-rotation.ts'
 
 // Drives the device towards the desired state: bursts of changes are coalesced into one
 // apply, a periodic resync repairs drift made by others, and a failure retries with backoff.
@@ -12,7 +13,9 @@ const HANDSHAKE_GRACE_MS = 1000
 export interface ReconcilerOptions {
   driver: WgDriver
   iface: () => WgInterfaceConfig
-  desired: () => WgPeerConfig[]
+  desired: () => DesiredPeer[]
+  /** picks one endpoint per peer from its candidates (rotation); without it `endpoint` is used */
+  endpoints?: EndpointSelector
   /** kernel routes into the interface (other members' routed subnets); none when absent */
   routes?: () => string[]
   log: { debug: (o: object, m: string) => void, info: (o: object, m: string) => void, warn: (o: object, m: string) => void }
@@ -35,6 +38,11 @@ export interface Reconciler {
   schedule: () => void
   /** Run now (waits for a run in progress first). */
   runNow: () => Promise<ReconcileResult>
+  /**
+   * Send one packet into every tunnel now. After our own underlay address changed this makes
+   * every member's WireGuard roam to our new address at once (it follows authenticated packets).
+   */
+  pokeAll: () => Promise<void>
   stop: () => void
 }
 
@@ -50,6 +58,9 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
   let appliedIface: string | undefined
   // the routes last applied; re-applied when they change and with every interface (re)apply
   let appliedRoutes: string | undefined
+  /** wakes the reconciler when an endpoint attempt times out */
+  let rotateTimer: NodeJS.Timeout | undefined
+  let rotateAt = Infinity
 
   const resync = setInterval(() => { appliedIface = undefined; schedule() }, resyncMs)
   resync.unref()
@@ -94,8 +105,10 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
     }
     const device = await opts.driver.read(iface.name)
     if (device === undefined) { appliedIface = undefined; throw new Error(`interface ${iface.name} disappeared`) }
-    const desired = opts.desired()
-    const { upserts, removals } = diffPeers(desired, device.peers, Math.floor(Date.now() / 1000))
+    const nowMs = Date.now()
+    const selected = opts.endpoints?.select(opts.desired(), device.peers, nowMs)
+    const desired: WgPeerConfig[] = selected?.peers ?? opts.desired().map(({ candidates: _, ...p }) => p)
+    const { upserts, removals } = diffPeers(desired, device.peers)
     const known = new Set(device.peers.map(p => p.publicKey))
     const added = upserts.filter(p => !known.has(p.publicKey))
     // A new peer starts without keepalive: turning keepalive on sends a packet at once, so
@@ -111,9 +124,15 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
       appliedRoutes = routesKey
     }
     if (added.length > 0) {
-      startHandshakes(iface.name, device.publicKey, added)
+      startHandshakes(iface.name, device.publicKey, added, 0)
       setTimeout(() => schedule(0), HANDSHAKE_GRACE_MS).unref()
     }
+    // A new endpoint attempt on a peer we already had: handshake now, not at the next retry.
+    const attempts = new Set(selected?.attempts ?? [])
+    const retried = desired.filter(p => known.has(p.publicKey) && attempts.has(p.publicKey))
+    if (retried.length > 0) startHandshakes(iface.name, device.publicKey, retried, Math.floor(nowMs / 1000))
+    const nextCheck = opts.endpoints?.nextCheckMs(Date.now())
+    if (nextCheck !== undefined) wakeAt(Date.now() + nextCheck + 50)
     const result = { added: added.length, updated: upserts.length - added.length, removed: removals.length, durationMs: performance.now() - started }
     if (upserts.length > 0 || removals.length > 0) opts.log.info(result, 'wireguard peers reconciled')
     opts.onApplied?.(result)
@@ -125,7 +144,16 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
    * the lower public key pokes at once; the higher waits a moment and pokes only if no
    * handshake came (the other side may not have known us yet when it poked).
    */
-  function startHandshakes (name: string, ownKey: string, peers: WgPeerConfig[]): void {
+  function wakeAt (at: number): void {
+    if (stopped || at >= rotateAt) return
+    if (rotateTimer !== undefined) clearTimeout(rotateTimer)
+    rotateAt = at
+    rotateTimer = setTimeout(() => { rotateTimer = undefined; rotateAt = Infinity; schedule(0) }, Math.max(0, at - Date.now()))
+    rotateTimer.unref()
+  }
+
+  /** `after`: a handshake at or after this unix second counts as done (0 = any handshake). */
+  function startHandshakes (name: string, ownKey: string, peers: WgPeerConfig[], after: number): void {
     for (const peer of peers) {
       const target = peer.allowedIps[0]?.split('/')[0]
       if (target === undefined) continue
@@ -134,7 +162,8 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
       setTimeout(() => {
         if (stopped) return
         void opts.driver.read(name).then(device => {
-          if ((device?.peers.find(p => p.publicKey === peer.publicKey)?.latestHandshake ?? 0) === 0) poke()
+          const latest = device?.peers.find(p => p.publicKey === peer.publicKey)?.latestHandshake ?? 0
+          if (latest === 0 || latest < after) poke()
         }, () => {})
       }, HANDSHAKE_STAGGER_MS).unref()
     }
@@ -143,10 +172,16 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
   return {
     schedule: () => schedule(),
     runNow: run,
+    pokeAll: async () => {
+      const name = opts.iface().name
+      const targets = opts.desired().map(p => p.allowedIps[0]?.split('/')[0]).filter((t): t is string => t !== undefined)
+      await Promise.all(targets.map(async t => { await opts.driver.triggerHandshake(name, t).catch(() => {}) }))
+    },
     stop: () => {
       stopped = true
       clearInterval(resync)
       if (timer !== undefined) clearTimeout(timer)
+      if (rotateTimer !== undefined) clearTimeout(rotateTimer)
     }
   }
 }

@@ -68,6 +68,15 @@ export interface AddNodeOptions {
   // Route 224.0.0.0/4 over the underlay so mDNS can send; off by default so tests of
   // explicit bootstrap are not short-circuited by discovery.
   multicast?: boolean
+  // Put the node behind this NAT box (made by addNat) instead of on the bridge: its underlay
+  // is then 198.19.<nat index>.<n>/24 with the NAT's inner side as default gateway.
+  behindNat?: string
+}
+
+export interface UnderlayLink {
+  ifname: string // inside the node, e.g. eth1
+  address: string // bare IPv4 address
+  cidr: string
 }
 
 export interface OverlayAddress {
@@ -226,6 +235,14 @@ export interface Lab {
   // Splits the underlay into groups that cannot reach each other (nodes in no group keep
   // reaching everyone); null heals. Bridge-level nftables in the hub, so nodes see nothing.
   partition(groups: string[][] | null): Promise<void>
+  // A second (third, ...) underlay network: bridge `net` in the hub, created on first use,
+  // subnet 198.19.<100 + network number>.0/24, host part = node index.
+  addUnderlay(node: string, net: string): Promise<UnderlayLink>
+  // A NAT box on the bridge (nftables masquerade, forwarding on, unsolicited inbound dropped
+  // like a home router); nodes go behind it with addNode(name, { behindNat }).
+  addNat(name: string): Promise<LabNode>
+  // Renumber the node's eth0 (old address removed, new one added), as when a laptop roams.
+  setUnderlayAddress(node: string, address: string): Promise<void>
   logTails(lines?: number): string
   leftovers(): Leftovers
   destroy(opts?: DestroyOptions): Promise<void>
@@ -696,6 +713,8 @@ class LabImpl implements Lab {
   private readonly pingers = new Set<ChildProcess>()
   private readonly rec: LabRecord
   private nextIndex = 1
+  private readonly nets = new Map<string, { number: number, links: number }>()
+  private readonly natHosts = new Map<string, number>() // NAT name -> inner hosts handed out
   private daemonRuns = 0
   private destroyed = false
 
@@ -745,6 +764,10 @@ class LabImpl implements Lab {
     writeManifest(this.rec)
     const { ns, hubIf } = node
     await run(['ip', 'netns', 'add', ns])
+    if (opts.behindNat !== undefined) {
+      await this.attachBehindNat(node, opts.behindNat)
+      return node
+    }
     await run(['ip', '-n', this.hubNs, 'link', 'add', hubIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns])
     await run(['ip', '-n', this.hubNs, 'link', 'set', hubIf, 'master', 'br0', 'up'])
     await run(['ip', '-n', ns, 'link', 'set', 'lo', 'up'])
@@ -908,6 +931,83 @@ class LabImpl implements Lab {
     ].join('\n')
     const r = await hubNft(['-f', '-'], script)
     if (r.code !== 0) throw new Error(`partition: nft failed (${r.code}): ${r.stderr.trim()}`)
+  }
+
+  async addUnderlay (node: string, net: string): Promise<UnderlayLink> {
+    if (!/^[a-z][a-z0-9]{0,5}$/.test(net)) throw new Error(`bad network name ${JSON.stringify(net)}`)
+    const n = this.node(node)
+    let info = this.nets.get(net)
+    if (info === undefined) {
+      info = { number: this.nets.size + 1, links: 0 }
+      this.nets.set(net, info)
+      await run(['ip', '-n', this.hubNs, 'link', 'add', `br${net}`, 'type', 'bridge', 'mcast_snooping', '0'])
+      await run(['ip', '-n', this.hubNs, 'link', 'set', `br${net}`, 'up'])
+    }
+    info.links++
+    const existing = (await run(['ip', '-n', n.ns, '-o', 'link', 'show'])).split('\n').filter(l => /: eth\d+[@:]/.test(l)).length
+    const ifname = `eth${existing}`
+    const hubSide = `${net}${n.index}`
+    if (n.index > 254) throw new Error('addUnderlay: node index above 254')
+    const address = `198.19.${100 + info.number}.${n.index}`
+    await run(['ip', '-n', this.hubNs, 'link', 'add', hubSide, 'type', 'veth', 'peer', 'name', ifname, 'netns', n.ns])
+    await run(['ip', '-n', this.hubNs, 'link', 'set', hubSide, 'master', `br${net}`, 'up'])
+    await run(['ip', '-n', n.ns, 'addr', 'add', `${address}/24`, 'dev', ifname])
+    await run(['ip', '-n', n.ns, 'link', 'set', ifname, 'up'])
+    return { ifname, address, cidr: `${address}/24` }
+  }
+
+  async addNat (name: string): Promise<LabNode> {
+    const nat = await this.addNode(name)
+    if (nat.index > 99) throw new Error('addNat: NAT index above 99')
+    this.natHosts.set(name, 0)
+    await run(['ip', 'netns', 'exec', nat.ns, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1'])
+    // Masquerade keeps the source port when it is free (what hole punching relies on). Inbound
+    // is filtered like a home router's: only replies pass. (Without that, an unsolicited packet
+    // to the NAT's own address leaves a conntrack entry that, in theory, makes the next
+    // outbound mapping to that peer pick another port; not measured here.)
+    const script = [
+      'table ip w2nat {',
+      '  chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname "eth0" masquerade; }',
+      '  chain input { type filter hook input priority filter; policy accept; iifname "eth0" ct state established,related accept; iifname "eth0" drop; }',
+      '  chain forward { type filter hook forward priority filter; policy accept; iifname "eth0" ct state established,related accept; iifname "eth0" drop; }',
+      '}',
+      ''
+    ].join('\n')
+    await run(['ip', 'netns', 'exec', nat.ns, 'nft', '-f', '-'], { input: script })
+    return nat
+  }
+
+  private async attachBehindNat (node: LabNode, natName: string): Promise<void> {
+    const nat = this.node(natName)
+    const hosts = this.natHosts.get(natName)
+    if (hosts === undefined) throw new Error(`${natName} is not a NAT (use addNat)`)
+    this.natHosts.set(natName, hosts + 1)
+    const inner = `198.19.${nat.index}`
+    const natSide = `in${node.index}`
+    if (hosts === 0) {
+      // the NAT's inner bridge, made with its first host
+      await run(['ip', '-n', nat.ns, 'link', 'add', 'brin', 'type', 'bridge'])
+      await run(['ip', '-n', nat.ns, 'addr', 'add', `${inner}.1/24`, 'dev', 'brin'])
+      await run(['ip', '-n', nat.ns, 'link', 'set', 'brin', 'up'])
+    }
+    node.underlay = `${inner}.${hosts + 2}`
+    node.underlayCidr = `${node.underlay}/24`
+    node.hubIf = natSide
+    await run(['ip', '-n', nat.ns, 'link', 'add', natSide, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', node.ns])
+    await run(['ip', '-n', nat.ns, 'link', 'set', natSide, 'master', 'brin', 'up'])
+    await run(['ip', '-n', node.ns, 'link', 'set', 'lo', 'up'])
+    await run(['ip', '-n', node.ns, 'addr', 'add', node.underlayCidr, 'dev', 'eth0'])
+    await run(['ip', '-n', node.ns, 'link', 'set', 'eth0', 'up'])
+    await run(['ip', '-n', node.ns, 'route', 'add', 'default', 'via', `${inner}.1`])
+  }
+
+  async setUnderlayAddress (node: string, address: string): Promise<void> {
+    const n = this.node(node)
+    const prefix = n.underlayCidr.split('/')[1] ?? String(UNDERLAY_PREFIX_LEN)
+    await run(['ip', '-n', n.ns, 'addr', 'del', n.underlayCidr, 'dev', 'eth0'])
+    await run(['ip', '-n', n.ns, 'addr', 'add', `${address}/${prefix}`, 'dev', 'eth0'])
+    n.underlay = address
+    n.underlayCidr = `${address}/${prefix}`
   }
 
   logTails (lines = 30): string {

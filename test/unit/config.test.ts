@@ -36,6 +36,18 @@ describe('config', () => {
     expect(c.bootstrap).toEqual(['/ip4/198.18.0.1/tcp/10042'])
   })
 
+  it('takes announce addresses from flags, env and YAML, and names the field on a bad one', async () => {
+    expect((await load({ psk: hex })).announce).toEqual([])
+    expect((await load({ psk: hex, announce: ['203.0.113.7', '[2001:db8::1]:4000'] })).announce).toEqual([{ host: '203.0.113.7' }, { host: '2001:db8::1', port: 4000 }])
+    expect((await load({ psk: hex }, { W2WESHER_ANNOUNCE: '203.0.113.7:51820,198.51.100.1' })).announce).toEqual([{ host: '203.0.113.7', port: 51820 }, { host: '198.51.100.1' }])
+    const file = join(dir, 'announce.yaml')
+    await writeFile(file, `psk: "${hex}"\nannounce:\n  - 203.0.113.8\n`)
+    expect((await load({}, {}, file)).announce).toEqual([{ host: '203.0.113.8' }])
+    const err = await errorOf(load({ psk: hex, announce: ['vm.example.com'] }))
+    expect(err.field).toBe('announce')
+    expect(err.message).toMatch(/^invalid announce: .*not an IP address.*--announce, W2WESHER_ANNOUNCE/)
+  })
+
   it('names the field, and where to set it, in every error', async () => {
     expect((await errorOf(load({ psk: hex, wgPort: '70000' }))).message).toMatch(/^invalid wgPort: must be at most 65535 .*--wg-port, W2WESHER_WG_PORT/)
     expect((await errorOf(load({ psk: hex, mtu: 'big' }))).field).toBe('mtu')

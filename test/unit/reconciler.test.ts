@@ -21,19 +21,18 @@ describe('diffPeers', () => {
     const fresh = peer()
     const desired = [same, { ...changedIps, allowedIps: ['10.223.0.9/32'] }, fresh]
     const actual = [state(same), state(changedIps), state(gone)]
-    const diff = diffPeers(desired, actual, 1000)
+    const diff = diffPeers(desired, actual)
     expect(diff.upserts.map(p => p.publicKey).sort()).toEqual([changedIps.publicKey, fresh.publicKey].sort())
     expect(diff.removals).toEqual([gone.publicKey])
   })
 
-  it('keeps a roamed endpoint while handshakes are recent, fixes it when they are not', () => {
+  it('applies a chosen endpoint, and an undefined one keeps what the device has', () => {
     const want = peer({ endpoint: '198.18.0.2:10042' })
     const roamed = state(want, { endpoint: '203.0.113.9:4000', latestHandshake: 990 })
-    expect(diffPeers([want], [roamed], 1000).upserts).toHaveLength(0)
-    expect(diffPeers([want], [{ ...roamed, latestHandshake: 0 }], 1000).upserts).toHaveLength(1)
-    expect(diffPeers([want], [{ ...roamed, latestHandshake: 100 }], 1000).upserts).toHaveLength(1)
-    expect(diffPeers([{ ...want, endpoint: undefined }], [roamed], 1000).upserts).toHaveLength(0)
-    expect(diffPeers([{ ...want, persistentKeepalive: 0 }], [roamed], 1000).upserts).toHaveLength(1)
+    expect(diffPeers([want], [state(want)]).upserts).toHaveLength(0)
+    expect(diffPeers([want], [roamed]).upserts).toHaveLength(1)
+    expect(diffPeers([{ ...want, endpoint: undefined }], [roamed]).upserts).toHaveLength(0)
+    expect(diffPeers([{ ...want, endpoint: undefined, persistentKeepalive: 0 }], [roamed]).upserts).toHaveLength(1)
   })
 })
 
@@ -41,7 +40,7 @@ describe('desiredPeers', () => {
   it('gives each member its winning addresses and prefers the connected host', async () => {
     const [me, a, b] = await Promise.all([makeNode('me'), makeNode('a'), makeNode('b')])
     const table = membershipFor(me)
-    table.accept(await a.sign())
+    table.accept(await a.sign({ endpoints: ['198.18.0.1:10042', '[fd00::9]:10042'] }))
     table.accept(await b.sign({ endpoints: ['198.18.0.7:10042'] }))
     const peers = desiredPeers({
       members: table.members().map(e => e.record),
@@ -52,6 +51,7 @@ describe('desiredPeers', () => {
     const byKey = new Map(peers.map(p => [p.publicKey, p]))
     const pa = byKey.get(a.wgPublicKey)!
     expect(pa.endpoint).toBe('[fd00::9]:10042')
+    expect(pa.candidates).toEqual(['[fd00::9]:10042', '198.18.0.1:10042'])
     expect(pa.allowedIps).toEqual([`${a.record().ipv4!.address}/32`, `${a.record().ipv6.address}/128`])
     expect(byKey.get(b.wgPublicKey)!.endpoint).toBe('198.18.0.7:10042')
   })

@@ -194,7 +194,7 @@ describe('routes in AllowedIPs and kernel routes', () => {
 describe('status', () => {
   it('lists every announced route with the member behind it, and why a refused one was refused', () => {
     const member = (name: string, routes: StatusReport['members'][number]['routes']): StatusReport['members'][number] => ({
-      peerId: `12D3KooW${name}xxxxxxxx`, name, ipv6: 'fd00::2', ipv4: null, endpoint: null, handshakeAgeSeconds: 3, rxBytes: 0, txBytes: 0, connected: true, routes, recordAgeSeconds: 1, state: 'ok'
+      peerId: `12D3KooW${name}xxxxxxxx`, name, ipv6: 'fd00::2', ipv4: null, endpoint: null, handshakeAgeSeconds: 3, rxBytes: 0, txBytes: 0, connected: true, routes, recordAgeSeconds: 1, candidates: [], state: 'ok'
     })
     const report: StatusReport = {
       self: { peerId: '12D3KooWself', name: 'me', interface: 'wesh0', implementation: 'memory', wgPublicKey: 'k', wgPort: 10042, ipv6: 'fd00::1', ipv4: null, listen: [], routes: [{ cidr: 'fd77::/48', accepted: true, reason: null }] },
