@@ -30,6 +30,8 @@ export interface DaemonOptions {
   log: Logger
   /** defaults to the real system driver; tests and benchmarks pass the in-memory twin */
   driver?: WgDriver
+  /** tests and benchmarks only (many daemons on 127.0.0.1); see HostOptions.allowLoopback */
+  allowLoopback?: boolean
 }
 
 export interface Daemon {
@@ -88,7 +90,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     ]
   })
 
-  const host = await createHost({ privateKey: identity.libp2pKey, psk: config.psk, listen: config.listen, isOverlayAddress })
+  const host = await createHost({ privateKey: identity.libp2pKey, psk: config.psk, listen: config.listen, isOverlayAddress, allowLoopback: opts.allowLoopback })
 
   const connectedHost = (peerId: string): string | undefined => {
     for (const connection of host.getConnections(peerIdFromString(peerId))) {

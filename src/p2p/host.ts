@@ -21,15 +21,17 @@ export interface HostOptions {
   listen: string[]
   /** addresses we must never announce or dial: overlay ranges (we would route over our own tunnel) */
   isOverlayAddress: (ip: string) => boolean
+  /**
+   * Tests and benchmarks only (many daemons in one process on 127.0.0.1): announce and dial
+   * loopback. Never set by the CLI or the config: members must not reach each other over lo.
+   */
+  allowLoopback?: boolean
 }
 
 export type Host = Awaited<ReturnType<typeof createHost>>
 
 export async function createHost (opts: HostOptions) {
-  const usable = (ma: Multiaddr): boolean => {
-    const ip = ipOf(ma)
-    return ip === undefined || !(isLoopbackOrLinkLocal(ip) || opts.isOverlayAddress(ip))
-  }
+  const usable = (ma: Multiaddr): boolean => usableAddress(ma, opts)
   return await createLibp2p({
     privateKey: opts.privateKey,
     addresses: { listen: opts.listen, announceFilter: addrs => addrs.filter(usable) },
@@ -64,6 +66,18 @@ export function ipOf (ma: Multiaddr): string | undefined {
   const c = ma.getComponents()[0]
   if (c === undefined || (c.name !== 'ip4' && c.name !== 'ip6') || c.value === undefined) return undefined
   return c.name === 'ip4' ? c.value : unmapIpv4(c.value) ?? c.value
+}
+
+/** Whether we may announce or dial `ma`: never the overlay, loopback (unless allowed) or link-local. */
+export function usableAddress (ma: Multiaddr, opts: Pick<HostOptions, 'isOverlayAddress' | 'allowLoopback'>): boolean {
+  const ip = ipOf(ma)
+  if (ip === undefined) return true
+  const lo = isLoopbackOrLinkLocal(ip) && !(opts.allowLoopback === true && isLoopback(ip))
+  return !(lo || opts.isOverlayAddress(ip))
+}
+
+function isLoopback (ip: string): boolean {
+  return ip.startsWith('127.') || ip === '::1'
 }
 
 function isLoopbackOrLinkLocal (ip: string): boolean {
