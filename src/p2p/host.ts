@@ -11,6 +11,10 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Psk } from '../config/psk.ts'
 import { unmapIpv4 } from '../util/ip.ts'
+import { fixXsalsa20 } from './xsalsa20-fix.ts'
+
+// pnet's cipher package leaks its WASM memory to a crash once any chunk grows it (see the module)
+fixXsalsa20()
 
 // The libp2p stack: TCP, gated by the network PSK (pnet), then Noise and yamux. Gossipsub
 // carries record changes; identify tells each side the address the other sees.
