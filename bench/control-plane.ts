@@ -56,6 +56,7 @@ class Worker {
       const i = this.waiters.findIndex(w => w.type === m.type)
       if (i >= 0) this.waiters.splice(i, 1)[0]?.resolve(m)
     })
+    this.child.on('exit', (code, signal) => { this.error ??= `worker exited (${code ?? signal})` })
   }
 
   next<T extends FromWorker['type']> (type: T, timeoutMs = 600_000): Promise<Extract<FromWorker, { type: T }>> {
@@ -65,9 +66,12 @@ class Worker {
     })
   }
 
-  send (msg: ToWorker): void { this.child.send(msg) }
+  send (msg: ToWorker): void {
+    if (this.child.connected) this.child.send(msg)
+  }
 
   async poll (): Promise<Extract<FromWorker, { type: 'poll' }>> {
+    if (!this.child.connected) throw new Error(this.error ?? 'worker gone')
     const p = this.next('poll', 60_000)
     this.send({ cmd: 'poll' })
     return await p
