@@ -94,7 +94,7 @@ async function pollAll (workers: Worker[]): Promise<Totals> {
 
 const sleep = async (ms: number): Promise<void> => await new Promise(res => setTimeout(res, ms))
 
-export async function measureControlPlane (n: number, timeoutMs = 300_000): Promise<ControlPlaneResult> {
+export async function measureControlPlane (n: number, timeoutMs = Number(process.env.BENCH_CP_TIMEOUT ?? 240) * 1000): Promise<ControlPlaneResult> {
   const count = Math.max(2, Math.ceil(n / PER_WORKER))
   const workers = Array.from({ length: count }, () => new Worker())
   const res: ControlPlaneResult = {
@@ -124,7 +124,10 @@ export async function measureControlPlane (n: number, timeoutMs = 300_000): Prom
       const full = totals.fullAt.filter(t => t !== null).length
       res.nodesFull = full
       if (full === n) break
-      if (Date.now() - t0 > timeoutMs) throw new Error(`only ${full}/${n} nodes had full membership after ${timeoutMs} ms`)
+      if (Date.now() - t0 > timeoutMs) {
+        const m = [...totals.members].sort((x, y) => x - y)
+        throw new Error(`only ${full}/${n} nodes had full membership after ${timeoutMs} ms (members known per node: min ${m[0]}, median ${m[Math.floor(m.length / 2)]}, max ${m[m.length - 1]}; connections per node ${(totals.connections / n).toFixed(1)})`)
+      }
     }
     res.fullMembershipMs = Math.max(...totals.fullAt as number[]) - t0
     res.convergeCpuS = round((totals.cpuUs - before.cpuUs) / 1e6, 2)

@@ -8,7 +8,7 @@
 //   flock /tmp/w2w-e2e.lock npm run bench
 // Other knobs: BENCH_ROUNDS (joins, default 5), BENCH_IDLE (s, default 60), BENCH_SETTLE (s,
 // default 30), BENCH_RESTARTS (default 3), BENCH_CP (control-plane sizes, default 50,100,250),
-// BENCH_CP_IDLE / BENCH_CP_SETTLE, BENCH_IPAM_NODES (default 10000).
+// BENCH_CP_IDLE / BENCH_CP_SETTLE / BENCH_CP_TIMEOUT (s, default 240), BENCH_IPAM_NODES (default 10000).
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'

@@ -18,7 +18,7 @@ import type { Logger } from './log.ts'
 import { decodeEnvelope, encodeEnvelope, forgetState, loadState, saveState } from './state/store.ts'
 import { serveControl } from './control/socket.ts'
 import type { StatusReport } from './control/status.ts'
-import { createMetrics, serveMetrics, type MetricsServer } from './metrics/metrics.ts'
+import type { MetricsServer } from './metrics/metrics.ts'
 import { createHostsWriter, type HostsWriter } from './hosts/hosts.ts'
 
 // Wires the data flow together: config → identity → p2p host → gossip → membership →
@@ -166,9 +166,11 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
 
   // Metrics (opt-in) read everything at scrape time; only reconcile outcomes are pushed.
   let lastMembershipChangeMs = Date.now()
-  const metrics = config.metricsListen === undefined
+  // prom-client (with its dependencies) is loaded only when metrics are on: memory and start-up
+  const metricsModule = config.metricsListen === undefined ? undefined : await import('./metrics/metrics.ts')
+  const metrics = metricsModule === undefined
     ? undefined
-    : createMetrics(async () => ({
+    : metricsModule.createMetrics(async () => ({
       members: (await status()).members.map(m => ({ peerId: m.peerId, name: m.name, connected: m.connected, stale: m.state === 'stale', handshakeAgeSeconds: m.handshakeAgeSeconds })),
       gossip: gossip?.stats ?? { received: 0, published: 0, rejected: {} },
       lastMembershipChangeMs
@@ -346,8 +348,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   // Started last: the endpoint must not serve before status() can answer. A bind failure is
   // fatal (the operator asked for metrics), like a bad config value.
   let metricsServer: MetricsServer | undefined
-  if (metrics !== undefined && config.metricsListen !== undefined) {
-    metricsServer = await serveMetrics(metrics, config.metricsListen, err => log.warn({ err: String(err) }, 'metrics scrape failed'))
+  if (metricsModule !== undefined && metrics !== undefined && config.metricsListen !== undefined) {
+    metricsServer = await metricsModule.serveMetrics(metrics, config.metricsListen, err => log.warn({ err: String(err) }, 'metrics scrape failed'))
     log.info({ address: metricsServer.address }, 'serving metrics at /metrics')
   }
 
