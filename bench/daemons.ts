@@ -9,6 +9,7 @@
 
 import { readFileSync } from 'node:fs'
 import { sleep, waitFor, wireguardGoPids, type Lab } from '../test/e2e/lab.ts'
+import { daemonEnv } from './join.ts'
 
 export interface ProcFigures { node: string, pid: number, cpuSPerMin: number, rssMiB: number }
 
@@ -105,7 +106,7 @@ export async function measureRestart (lab: Lab, addrs: Map<string, string>, pskF
     if (old === undefined) throw new Error('restart: node2 has no running daemon')
     const t0 = performance.now()
     await old.stop('SIGTERM')
-    const d = lab.spawnDaemon(target, lab.joinArgs(target, { pskFile }))
+    const d = lab.spawnDaemon(target, lab.joinArgs(target, { pskFile }), daemonEnv())
     // back when it says its interface is ready and it has rejoined a member
     await d.waitForLog(r => r.msg === 'member joined', 30_000)
     const restartMs = Math.round(performance.now() - t0)

@@ -26,7 +26,7 @@ import { meshCpuSeconds } from './daemons.ts'
 
 const NODES = Number(process.env.BENCH_NODES ?? 10)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
-const MESH_TIMEOUT_MS = 90_000
+const MESH_TIMEOUT_MS = Number(process.env.BENCH_MESH_TIMEOUT ?? 90) * 1000
 const JOIN_TIMEOUT_MS = 40_000
 const LOG_LINES = 8 // per node, in error reports
 
@@ -152,6 +152,12 @@ export async function benchJoin (res: Results): Promise<void> {
   res.join.allMembers = stats(res.join.rounds.map(r => r.allMembersMs))
 }
 
+/** BENCH_NODE_OPTIONS: Node/V8 flags for the daemons of the convergence, idle and restart parts (e.g. heap sizes). */
+export function daemonEnv (): { env?: NodeJS.ProcessEnv } {
+  const flags = process.env.BENCH_NODE_OPTIONS
+  return flags === undefined || flags === '' ? {} : { env: { NODE_OPTIONS: flags } }
+}
+
 export interface ConvergenceResult {
   nodes: number
   timed: string
@@ -188,8 +194,8 @@ export async function measureConvergence (n: number, onConverged?: OnConverged):
     // in the background so the pair poller can start at once.
     const addrs = new Map<string, string>()
     const t0 = performance.now()
-    lab.spawnDaemon('node1', lab.joinArgs('node1', { pskFile }))
-    for (const name of names.slice(1)) lab.spawnDaemon(name, lab.joinArgs(name, { pskFile, bootstrap }))
+    lab.spawnDaemon('node1', lab.joinArgs('node1', { pskFile }), daemonEnv())
+    for (const name of names.slice(1)) lab.spawnDaemon(name, lab.joinArgs(name, { pskFile, bootstrap }), daemonEnv())
     const addrWatch = Promise.all(names.map(async name => { addrs.set(name, await overlayV6(lab, name)) }))
     addrWatch.catch(() => { /* reported through the pair count */ })
     const peersWatch = waitForPeers(lab, names, n - 1, MESH_TIMEOUT_MS).then(() => { res.allPeersMs = ms(t0) }, () => {})

@@ -2,13 +2,15 @@
 // mesh floor and the target of issue #7), writes bench/results/summary.json (plus one JSON per
 // part), renders docs/convergence.svg and refreshes the results table in docs/benchmarks.md.
 //
-// BENCH_ONLY=join,conv10,conv25,idle,restart,static,cp,ipam runs a subset; figures of parts
+// BENCH_ONLY=join,conv10,conv25,idle,restart,static,cp,ipam runs a subset (BENCH_ONLY=report: none); figures of parts
 // not run are kept from the previous summary.json (each part carries its date and load).
 // Real-daemon parts need root, ip, wg, wireguard-go; run the suite under the shared lock:
 //   flock /tmp/w2w-e2e.lock npm run bench
 // Other knobs: BENCH_ROUNDS (joins, default 5), BENCH_IDLE (s, default 60), BENCH_SETTLE (s,
 // default 30), BENCH_RESTARTS (default 3), BENCH_CP (control-plane sizes, default 50,100,250),
-// BENCH_CP_IDLE / BENCH_CP_SETTLE / BENCH_CP_TIMEOUT (s, default 240), BENCH_IPAM_NODES (default 10000).
+// BENCH_CP_IDLE / BENCH_CP_SETTLE / BENCH_CP_TIMEOUT (s, default 240), BENCH_IPAM_NODES (default 10000),
+// BENCH_NODE_OPTIONS (Node/V8 flags for the conv/idle/restart daemons, e.g. --max-semi-space-size=1),
+// BENCH_MESH_TIMEOUT (s, default 90: how long a convergence may take).
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
@@ -211,7 +213,8 @@ function updateDocs (s: Summary): void {
 
 async function main (): Promise<number> {
   const only = process.env.BENCH_ONLY
-  const parts = new Set<Part>(only === undefined || only === '' ? PARTS : only.split(',').map(p => {
+  // BENCH_ONLY=report: run nothing, re-render the table, chart and docs from summary.json
+  const parts = new Set<Part>(only === 'report' ? [] : only === undefined || only === '' ? PARTS : only.split(',').map(p => {
     if (!(PARTS as readonly string[]).includes(p)) throw new Error(`BENCH_ONLY: unknown part "${p}" (parts: ${PARTS.join(', ')})`)
     return p as Part
   }))
