@@ -16,23 +16,25 @@
 
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import {
   createLab, DAEMON_BIN, formatTable, labPrerequisites, sleep, sweepStaleLabs, waitFor, type Lab
 } from '../test/e2e/lab.ts'
-import { measureStaticMesh, pollPairs, RESULTS_DIR, type StaticMeshResult } from './static-mesh.ts'
+import { measureStaticMesh, pollHandshakes, pollPairs, RESULTS_DIR, type StaticMeshResult } from './static-mesh.ts'
+import { meshCpuSeconds } from './daemons.ts'
 
 const NODES = Number(process.env.BENCH_NODES ?? 10)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
-const MESH_TIMEOUT_MS = 90_000
+const MESH_TIMEOUT_MS = Number(process.env.BENCH_MESH_TIMEOUT ?? 90) * 1000
 const JOIN_TIMEOUT_MS = 40_000
 const LOG_LINES = 8 // per node, in error reports
 
-interface Stats { n: number; medianMs: number; minMs: number; maxMs: number }
+export interface Stats { n: number; medianMs: number; minMs: number; maxMs: number }
 
-interface JoinRound { round: number; firstPingMs: number | null; allMembersMs: number | null }
+export interface JoinRound { round: number; firstPingMs: number | null; allMembersMs: number | null }
 
-interface Results {
+export interface Results {
   date: string
   machine: { cpus: number; node: string; loadavgStart: number[]; loadavgEnd: number[] }
   nodes: number
@@ -94,7 +96,7 @@ async function finish (lab: Lab, res: Results, errorsBefore: number): Promise<vo
   if (failed) res.errors.push(`daemon logs kept in ${lab.dir}`)
 }
 
-async function benchJoin (res: Results): Promise<void> {
+export async function benchJoin (res: Results): Promise<void> {
   const errorsBefore = res.errors.length
   const lab = await createLab()
   try {
@@ -150,11 +152,41 @@ async function benchJoin (res: Results): Promise<void> {
   res.join.allMembers = stats(res.join.rounds.map(r => r.allMembersMs))
 }
 
-async function benchConvergence (res: Results): Promise<void> {
-  const errorsBefore = res.errors.length
+/** BENCH_NODE_OPTIONS: Node/V8 flags for the daemons of the convergence, idle and restart parts (e.g. heap sizes). */
+export function daemonEnv (): { env?: NodeJS.ProcessEnv } {
+  const flags = process.env.BENCH_NODE_OPTIONS
+  return flags === undefined || flags === '' ? {} : { env: { NODE_OPTIONS: flags } }
+}
+
+export interface ConvergenceResult {
+  nodes: number
+  timed: string
+  /** node1's spawn → every node lists a completed handshake with every other (the timed figure) */
+  allHandshakesMs: number | null
+  /** when the untimed ping check after the handshakes had every pair answering */
+  allPairsMs: number | null
+  pairsAnswered: number
+  pairs: number
+  lastPair: string | null
+  allPeersMs: number | null
+  /** CPU seconds used by all daemons and by all wireguard-go processes by the time all pairs pinged */
+  cpuSeconds: { daemons: number, wireguardGo: number } | null
+  errors: string[]
+}
+
+/** Hook run on the converged mesh before it is torn down (idle and restart benchmarks). */
+export type OnConverged = (lab: Lab, names: string[], addrs: Map<string, string>, pskFile: string) => Promise<void>
+
+export async function measureConvergence (n: number, onConverged?: OnConverged): Promise<ConvergenceResult> {
+  const res: ConvergenceResult = {
+    nodes: n,
+    timed: `node1 spawned, then nodes 2-${n} spawned right after it with --bootstrap node1; from node1's spawn until every node lists a completed WireGuard handshake with every other (wg show dump of each node every ~200 ms); then every ordered pair must answer one IPv6 ping (untimed check)`,
+    allHandshakesMs: null, allPairsMs: null, pairsAnswered: 0, pairs: n * (n - 1), lastPair: null, allPeersMs: null, cpuSeconds: null, errors: []
+  }
   const lab = await createLab()
+  let failed = false
   try {
-    const names = Array.from({ length: NODES }, (_, i) => `node${i + 1}`)
+    const names = Array.from({ length: n }, (_, i) => `node${i + 1}`)
     await addNodes(lab, names)
     const pskFile = await lab.genPsk()
     const bootstrap = [lab.bootstrapAddr('node1')]
@@ -162,31 +194,44 @@ async function benchConvergence (res: Results): Promise<void> {
     // in the background so the pair poller can start at once.
     const addrs = new Map<string, string>()
     const t0 = performance.now()
-    lab.spawnDaemon('node1', lab.joinArgs('node1', { pskFile }))
-    for (const n of names.slice(1)) lab.spawnDaemon(n, lab.joinArgs(n, { pskFile, bootstrap }))
-    const addrWatch = Promise.all(names.map(async n => { addrs.set(n, await overlayV6(lab, n)) }))
+    lab.spawnDaemon('node1', lab.joinArgs('node1', { pskFile }), daemonEnv())
+    for (const name of names.slice(1)) lab.spawnDaemon(name, lab.joinArgs(name, { pskFile, bootstrap }), daemonEnv())
+    const addrWatch = Promise.all(names.map(async name => { addrs.set(name, await overlayV6(lab, name)) }))
     addrWatch.catch(() => { /* reported through the pair count */ })
-    let allPeersMs: number | null = null
-    const peersWatch = waitForPeers(lab, names, NODES - 1, MESH_TIMEOUT_MS).then(() => { allPeersMs = ms(t0) }, () => {})
-    const answered = await pollPairs(lab, names, n => addrs.get(n), t0, MESH_TIMEOUT_MS)
+    const peersWatch = waitForPeers(lab, names, n - 1, MESH_TIMEOUT_MS).then(() => { res.allPeersMs = ms(t0) }, () => {})
+    // Timed by handshakes (one `wg show` per node per round: a ping poller of N² pairs would
+    // load the 2 cores it measures); then every ordered pair must answer a ping, untimed.
+    const shaken = await pollHandshakes(lab, names, t0, MESH_TIMEOUT_MS)
+    res.cpuSeconds = meshCpuSeconds(lab, names)
     await peersWatch
-    const pairs = NODES * (NODES - 1)
-    const last = [...answered.entries()].sort((a, b) => b[1] - a[1])[0]
-    res.convergence = {
-      ...res.convergence,
-      pairs,
-      pairsAnswered: answered.size,
-      allPairsMs: answered.size === pairs && last !== undefined ? Math.round(last[1]) : null,
-      lastPair: last === undefined ? null : last[0].replace('>', ' -> '),
-      allPeersMs
+    const last = [...shaken.entries()].sort((a, b) => b[1] - a[1])[0]
+    res.allHandshakesMs = shaken.size === res.pairs && last !== undefined ? Math.round(last[1]) : null
+    res.lastPair = last === undefined ? null : last[0].replace('>', ' -> ')
+    await addrWatch.catch(() => {})
+    const answered = await pollPairs(lab, names, name => addrs.get(name), performance.now(), 20_000)
+    res.pairsAnswered = answered.size
+    res.allPairsMs = answered.size === res.pairs ? ms(t0) : null
+    progress(`(b) N=${n}: all ${shaken.size}/${res.pairs} handshakes by ${res.allHandshakesMs ?? 'TIMEOUT'} ms (last: ${res.lastPair}); all peers listed at ${res.allPeersMs ?? 'TIMEOUT'} ms; then ${answered.size}/${res.pairs} pairs ping; CPU used by then: daemons ${res.cpuSeconds.daemons} s, wireguard-go ${res.cpuSeconds.wireguardGo} s`)
+    if (answered.size < res.pairs) {
+      failed = true
+      res.errors.push(`convergence N=${n}: only ${answered.size}/${res.pairs} pairs\n${lab.logTails(LOG_LINES)}`)
+    } else if (onConverged !== undefined) {
+      await onConverged(lab, names, addrs, pskFile)
     }
-    progress(`(b) ${answered.size}/${pairs} pairs answered; all by ${res.convergence.allPairsMs ?? 'TIMEOUT'} ms (last: ${res.convergence.lastPair}); all peers listed at ${allPeersMs ?? 'TIMEOUT'} ms`)
-    if (answered.size < pairs) res.errors.push(`convergence: only ${answered.size}/${pairs} pairs\n${lab.logTails(LOG_LINES)}`)
   } catch (err) {
-    res.errors.push(`convergence: ${(err as Error).message}\n${lab.logTails(LOG_LINES)}`)
+    failed = true
+    res.errors.push(`convergence N=${n}: ${(err as Error).message}\n${lab.logTails(LOG_LINES)}`)
   } finally {
-    await finish(lab, res, errorsBefore)
+    await lab.destroy({ keepFiles: failed })
+    if (failed) res.errors.push(`daemon logs kept in ${lab.dir}`)
   }
+  return res
+}
+
+async function benchConvergence (res: Results): Promise<void> {
+  const c = await measureConvergence(NODES)
+  res.errors.push(...c.errors)
+  res.convergence = { timed: c.timed, allPairsMs: c.allHandshakesMs, pairsAnswered: c.pairsAnswered, pairs: c.pairs, lastPair: c.lastPair, allPeersMs: c.allPeersMs }
 }
 
 function printTable (res: Results): void {
@@ -247,4 +292,4 @@ async function main (): Promise<number> {
   return res.errors.length === 0 ? 0 : 1
 }
 
-process.exitCode = await main()
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) process.exitCode = await main()

@@ -16,6 +16,8 @@ export interface StaticMeshResult {
   namespacesMs: number // creating the N namespaces, veths, addresses
   setupMs: number // wireguard-go start + keys + wg set + addresses, all nodes in parallel
   allPairsMs: number // from setup start until every ordered pair answered one ping
+  /** from setup start until every node lists a completed handshake with every other */
+  allHandshakesMs: number
 }
 
 // Polls the ordered pairs that have not answered yet until all have (or timeoutMs).
@@ -42,6 +44,33 @@ export async function pollPairs (
   return answered
 }
 
+/**
+ * Polls every node's `wg show dump` (one process per node per round, so the poller does not
+ * load the machine it measures) until every node lists a completed handshake with every
+ * other. Returns the elapsed ms at which each ordered pair "from>to" was first seen. A
+ * handshake needs both ends configured with each other's key and endpoint; traffic then flows.
+ */
+export async function pollHandshakes (lab: Lab, nodes: string[], t0: number, timeoutMs: number, intervalMs = 200): Promise<Map<string, number>> {
+  const done = new Map<string, number>()
+  const keys = new Map<string, string>() // public key -> node
+  const deadline = t0 + timeoutMs
+  const want = nodes.length * (nodes.length - 1)
+  while (done.size < want && performance.now() < deadline) {
+    const dumps = await mapBounded(nodes, 8, async n => await lab.wgDump(n))
+    const now = performance.now() - t0
+    dumps.forEach((d, i) => { if (d !== undefined && d.publicKey !== '') keys.set(d.publicKey, nodes[i] as string) })
+    dumps.forEach((d, i) => {
+      for (const p of d?.peers ?? []) {
+        const to = keys.get(p.publicKey)
+        const key = `${nodes[i] as string}>${to ?? ''}`
+        if (to !== undefined && p.latestHandshake > 0 && !done.has(key)) done.set(key, now)
+      }
+    })
+    if (done.size < want) await new Promise(res => setTimeout(res, intervalMs))
+  }
+  return done
+}
+
 export async function measureStaticMesh (n = 10): Promise<StaticMeshResult> {
   const lab = await createLab()
   try {
@@ -53,10 +82,15 @@ export async function measureStaticMesh (n = 10): Promise<StaticMeshResult> {
     const members = await setupStaticMesh(lab, names)
     const setupMs = performance.now() - t0
     const v6 = new Map(members.map(m => [m.node, m.ipv6]))
+    const shaken = await pollHandshakes(lab, names, t0, 30_000)
     const answered = await pollPairs(lab, names, node => v6.get(node), t0, 30_000)
     const pairs = n * (n - 1)
     if (answered.size < pairs) throw new Error(`static mesh: only ${answered.size}/${pairs} pairs answered`)
-    return { nodes: n, namespacesMs: Math.round(namespacesMs), setupMs: Math.round(setupMs), allPairsMs: Math.round(Math.max(...answered.values())) }
+    if (shaken.size < pairs) throw new Error(`static mesh: only ${shaken.size}/${pairs} handshakes`)
+    return {
+      nodes: n, namespacesMs: Math.round(namespacesMs), setupMs: Math.round(setupMs),
+      allPairsMs: Math.round(Math.max(...answered.values())), allHandshakesMs: Math.round(Math.max(...shaken.values()))
+    }
   } finally {
     await lab.destroy()
   }

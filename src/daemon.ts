@@ -24,7 +24,7 @@ import { createRotator, type Rotator } from './p2p/rotator.ts'
 import { resolveRevokeTarget } from './membership/revoke.ts'
 import { encodeEnvelope as base64 } from './state/store.ts'
 import type { RouteStatus, StatusReport } from './control/status.ts'
-import { createMetrics, serveMetrics, type MetricsServer } from './metrics/metrics.ts'
+import type { MetricsServer } from './metrics/metrics.ts'
 import { createHostsWriter, type HostsWriter } from './hosts/hosts.ts'
 
 // Wires the data flow together: config → identity → p2p host → gossip → membership →
@@ -36,6 +36,8 @@ export interface DaemonOptions {
   log: Logger
   /** defaults to the real system driver; tests and benchmarks pass the in-memory twin */
   driver?: WgDriver
+  /** tests and benchmarks only (many daemons on 127.0.0.1); see HostOptions.allowLoopback */
+  allowLoopback?: boolean
 }
 
 export interface Daemon {
@@ -105,7 +107,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     ]
   })
 
-  const host = await createHost({ privateKey: identity.libp2pKey, psk: config.psk, listen: config.listen, isOverlayAddress, mdns: config.mdns, meshSeed: ulaSeed, dht: config.dht, protector, denyPeer: peerId => membership.isRevoked(peerId) })
+  const host = await createHost({ privateKey: identity.libp2pKey, psk: config.psk, listen: config.listen, isOverlayAddress, allowLoopback: opts.allowLoopback, mdns: config.mdns, meshSeed: ulaSeed, dht: config.dht, protector, denyPeer: peerId => membership.isRevoked(peerId) })
 
   // newest connection first: after roaming, an old one may linger until it times out
   const connectedHost = (peerId: string): string | undefined => {
@@ -212,9 +214,11 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
 
   // Metrics (opt-in) read everything at scrape time; only reconcile outcomes are pushed.
   let lastMembershipChangeMs = Date.now()
-  const metrics = config.metricsListen === undefined
+  // prom-client (with its dependencies) is loaded only when metrics are on: memory and start-up
+  const metricsModule = config.metricsListen === undefined ? undefined : await import('./metrics/metrics.ts')
+  const metrics = metricsModule === undefined
     ? undefined
-    : createMetrics(async () => ({
+    : metricsModule.createMetrics(async () => ({
       members: (await status()).members.map(m => ({ peerId: m.peerId, name: m.name, connected: m.connected, stale: m.state === 'stale', handshakeAgeSeconds: m.handshakeAgeSeconds })),
       gossip: gossip?.stats ?? { received: 0, published: 0, rejected: {} },
       lastMembershipChangeMs
@@ -493,8 +497,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   // Started last: the endpoint must not serve before status() can answer. A bind failure is
   // fatal (the operator asked for metrics), like a bad config value.
   let metricsServer: MetricsServer | undefined
-  if (metrics !== undefined && config.metricsListen !== undefined) {
-    metricsServer = await serveMetrics(metrics, config.metricsListen, err => log.warn({ err: String(err) }, 'metrics scrape failed'))
+  if (metricsModule !== undefined && metrics !== undefined && config.metricsListen !== undefined) {
+    metricsServer = await metricsModule.serveMetrics(metrics, config.metricsListen, err => log.warn({ err: String(err) }, 'metrics scrape failed'))
     log.info({ address: metricsServer.address }, 'serving metrics at /metrics')
   }
 

@@ -14,6 +14,10 @@ import type { kadDHT } from '@libp2p/kad-dht'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { meshSeed, type Psk } from '../config/psk.ts'
 import { unmapIpv4 } from '../util/ip.ts'
+import { fixXsalsa20 } from './xsalsa20-fix.ts'
+
+// pnet's cipher package leaks its WASM memory to a crash once any chunk grows it (see the module)
+fixXsalsa20()
 
 // The libp2p stack: TCP, gated by the network PSK (pnet), then Noise and yamux. Gossipsub
 // carries record changes; identify tells each side the address the other sees.
@@ -34,6 +38,11 @@ export interface HostOptions {
   protector?: ConnectionProtector
   /** peers we refuse in both directions (revoked members) */
   denyPeer?: (peerId: string) => boolean
+  /**
+   * Tests and benchmarks only (many daemons in one process on 127.0.0.1): announce and dial
+   * loopback. Never set by the CLI or the config: members must not reach each other over lo.
+   */
+  allowLoopback?: boolean
 }
 
 /** kad-dht protocol of our own: the mesh's DHT never mixes with a public one. */
@@ -42,10 +51,7 @@ export const DHT_PROTOCOL = '/w2wesher/kad/1.0.0'
 export type Host = Awaited<ReturnType<typeof createHost>>
 
 export async function createHost (opts: HostOptions) {
-  const usable = (ma: Multiaddr): boolean => {
-    const ip = ipOf(ma)
-    return ip === undefined || !(isLoopbackOrLinkLocal(ip) || opts.isOverlayAddress(ip))
-  }
+  const usable = (ma: Multiaddr): boolean => usableAddress(ma, opts)
   return await createLibp2p({
     privateKey: opts.privateKey,
     addresses: { listen: opts.listen, announceFilter: addrs => addrs.filter(usable) },
@@ -65,14 +71,16 @@ export async function createHost (opts: HostOptions) {
       inboundConnectionThreshold: 100,
       maxIncomingPendingConnections: 100
     },
+    connectionMonitor: {
+      // Idle cost: each ping opens a stream and negotiates its protocol, on every connection
+      // (a full mesh: every member). Closed connections are noticed at once anyway; this only
+      // catches silent deaths (a partition), now within about a minute instead of 10 s.
+      pingInterval: CONNECTION_PING_MS
+    },
     services: {
       identify: identify(),
       ping: ping(),
-      pubsub: gossipsub({
-        allowPublishToZeroTopicPeers: true,
-        emitSelf: false,
-        floodPublish: true
-      }),
+      pubsub: gossipsub(GOSSIPSUB_OPTIONS),
       // mDNS answers with addressManager.getAddresses(), i.e. after the announce filter above:
       // never loopback, link-local or overlay addresses
       ...(opts.mdns === true ? { mdns: mdns({ serviceTag: mdnsServiceTag(opts.meshSeed ?? meshSeed(opts.psk)) }) } : {}),
@@ -103,12 +111,37 @@ export async function dhtService (): Promise<ReturnType<typeof kadDHT>> {
   return kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: passthroughMapper })
 }
 
+export const CONNECTION_PING_MS = 60_000
+
+/**
+ * One small topic whose authors reach every member directly (floodPublish on a full mesh of
+ * connections; the sync protocol repairs the rest): the gossipsub mesh only adds redundancy,
+ * so its heartbeat (mesh upkeep, IHAVE gossip) can run far slower than the 1 s default.
+ */
+export const GOSSIPSUB_OPTIONS = {
+  allowPublishToZeroTopicPeers: true,
+  emitSelf: false,
+  floodPublish: true,
+  heartbeatInterval: 5_000
+}
 
 /** The IP of a multiaddr; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 it is. */
 export function ipOf (ma: Multiaddr): string | undefined {
   const c = ma.getComponents()[0]
   if (c === undefined || (c.name !== 'ip4' && c.name !== 'ip6') || c.value === undefined) return undefined
   return c.name === 'ip4' ? c.value : unmapIpv4(c.value) ?? c.value
+}
+
+/** Whether we may announce or dial `ma`: never the overlay, loopback (unless allowed) or link-local. */
+export function usableAddress (ma: Multiaddr, opts: Pick<HostOptions, 'isOverlayAddress' | 'allowLoopback'>): boolean {
+  const ip = ipOf(ma)
+  if (ip === undefined) return true
+  const lo = isLoopbackOrLinkLocal(ip) && !(opts.allowLoopback === true && isLoopback(ip))
+  return !(lo || opts.isOverlayAddress(ip))
+}
+
+function isLoopback (ip: string): boolean {
+  return ip.startsWith('127.') || ip === '::1'
 }
 
 function isLoopbackOrLinkLocal (ip: string): boolean {

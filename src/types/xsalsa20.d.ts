@@ -1,4 +1,4 @@
-// xsalsa20 ships no types; the two calls we use.
+// xsalsa20 ships no types: the calls we use (callable with or without `new`).
 declare module 'xsalsa20' {
   namespace xsalsa20 {
     interface Xor {
@@ -6,6 +6,10 @@ declare module 'xsalsa20' {
       finalize: () => void
     }
   }
-  function xsalsa20 (nonce: Uint8Array, key: Uint8Array): xsalsa20.Xor
+  interface XSalsa20 {
+    new (nonce: Uint8Array, key: Uint8Array): xsalsa20.Xor
+    (nonce: Uint8Array, key: Uint8Array): xsalsa20.Xor
+  }
+  const xsalsa20: XSalsa20
   export = xsalsa20
 }

@@ -11,7 +11,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { lpStream } from '@libp2p/utils'
 import type { PrivateKey } from '@libp2p/interface'
 import { pino } from 'pino'
-import { createHost, dhtService, type Host } from '../../src/p2p/host.ts'
+import { CONNECTION_PING_MS, createHost, dhtService, GOSSIPSUB_OPTIONS, type Host } from '../../src/p2p/host.ts'
 import { startGossip, type Gossip } from '../../src/gossip/gossip.ts'
 import { signRecord, type NodeRecord } from '../../src/gossip/record.ts'
 import { Membership } from '../../src/membership/table.ts'
@@ -56,10 +56,11 @@ export async function testHost (privateKey: PrivateKey, psk: Psk, listen: string
     streamMuxers: [yamux()],
     connectionGater: { denyDialMultiaddr: () => false },
     connectionManager: { inboundConnectionThreshold: 100, maxIncomingPendingConnections: 100 },
+    connectionMonitor: { pingInterval: CONNECTION_PING_MS },
     services: {
       identify: identify(),
       ping: ping(),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, floodPublish: true }),
+      pubsub: gossipsub(GOSSIPSUB_OPTIONS),
       ...(opts.dht === true ? { dht: await dhtService() } : {})
     }
   })

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ipOf, mdnsServiceTag, tcpTarget } from '../../src/p2p/host.ts'
+import { ipOf, mdnsServiceTag, tcpTarget, usableAddress } from '../../src/p2p/host.ts'
 import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
@@ -32,5 +32,25 @@ describe('mDNS service tag', () => {
     const rotated = parsePsk(rotatedSwarmKey(new Uint8Array(32).fill(3), meshSeed(first)))
     expect(mdnsServiceTag(meshSeed(rotated))).toBe(mdnsServiceTag(meshSeed(first)))
     expect(mdnsServiceTag(meshSeed(pskFromBytes(new Uint8Array(32).fill(3))))).not.toBe(mdnsServiceTag(meshSeed(first)))
+  })
+})
+
+describe('announce and dial filter', () => {
+  const isOverlayAddress = (ip: string): boolean => ip.startsWith('10.223.')
+  const ok = (ma: string, allowLoopback?: boolean): boolean => usableAddress(multiaddr(ma), { isOverlayAddress, allowLoopback })
+  it('refuses loopback, link-local and the overlay by default', () => {
+    expect(ok('/ip4/198.18.0.1/tcp/10042')).toBe(true)
+    expect(ok('/ip4/127.0.0.1/tcp/10042')).toBe(false)
+    expect(ok('/ip6/::1/tcp/10042')).toBe(false)
+    expect(ok('/ip6/::ffff:127.0.0.1/tcp/10042')).toBe(false)
+    expect(ok('/ip4/169.254.1.1/tcp/10042')).toBe(false)
+    expect(ok('/ip4/10.223.0.5/tcp/10042')).toBe(false)
+  })
+  it('lets only loopback through with the test/bench option', () => {
+    expect(ok('/ip4/127.0.0.1/tcp/10042', true)).toBe(true)
+    expect(ok('/ip6/::1/tcp/10042', true)).toBe(true)
+    expect(ok('/ip4/169.254.1.1/tcp/10042', true)).toBe(false)
+    expect(ok('/ip6/fe80::1/tcp/10042', true)).toBe(false)
+    expect(ok('/ip4/10.223.0.5/tcp/10042', true)).toBe(false)
   })
 })

@@ -1,0 +1,183 @@
+// Control-plane scale: N daemons (src/daemon.ts) with the in-memory WireGuard twin, spread
+// over a few worker processes (bench/cp-worker.ts) on 127.0.0.1. No WireGuard, no namespaces:
+// this measures gossip, sync, membership and libp2p alone.
+//
+// Timed: node 1 starts; as soon as it listens the other N-1 start at once with --bootstrap
+// node 1. Full membership = every node lists N-1 members (each worker stamps the moment per
+// node). Then, after SETTLE s, an idle window of IDLE s: bytes written to TCP sockets by all
+// daemons (libp2p payload, without TCP/IP headers) and the workers' CPU time, per node.
+// `tsx bench/control-plane.ts [N ...]` (default 50 100 250) writes bench/results/control-plane.json.
+
+import { fork, type ChildProcess } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { loadavg } from 'node:os'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { generatePsk } from '../src/config/psk.ts'
+import type { FromWorker, ToWorker } from './cp-worker.ts'
+
+const SETTLE_S = Number(process.env.BENCH_CP_SETTLE ?? 10)
+const IDLE_S = Number(process.env.BENCH_CP_IDLE ?? 60)
+const WORKER = resolve(import.meta.dirname, 'cp-worker.ts')
+/** nodes per worker process: keeps each under the fd limit (a full mesh is N-1 sockets per node) */
+const PER_WORKER = 32
+
+export interface ControlPlaneResult {
+  nodes: number
+  workers: number
+  /** node 1's start → every node lists N-1 members; null if not within the timeout */
+  fullMembershipMs: number | null
+  /** nodes that reached full membership */
+  nodesFull: number
+  /** CPU time of all workers from start to full membership */
+  convergeCpuS: number | null
+  idleSeconds: number
+  idleBytesPerSecPerNode: number | null
+  idleCpuSPerMinPerNode: number | null
+  /** share of the machine's cores the N daemons used while idle */
+  idleCoresUsed: number | null
+  rssMiBPerWorker: number[]
+  connectionsPerNode: number | null
+  loadavg: number[]
+  error?: string
+}
+
+class Worker {
+  readonly child: ChildProcess
+  private readonly waiters: Array<{ type: FromWorker['type'], resolve: (m: FromWorker) => void }> = []
+  readonly started: Array<Extract<FromWorker, { type: 'started' }>> = []
+  error: string | undefined
+
+  constructor () {
+    this.child = fork(WORKER, [], { execArgv: ['--import', 'tsx', '--max-old-space-size=8192'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    this.child.on('message', (m: FromWorker) => {
+      if (m.type === 'started') this.started.push(m)
+      if (m.type === 'error') this.error = m.message
+      const i = this.waiters.findIndex(w => w.type === m.type)
+      if (i >= 0) this.waiters.splice(i, 1)[0]?.resolve(m)
+    })
+    this.child.on('exit', (code, signal) => { this.error ??= `worker exited (${code ?? signal})` })
+  }
+
+  next<T extends FromWorker['type']> (type: T, timeoutMs = 600_000): Promise<Extract<FromWorker, { type: T }>> {
+    return new Promise((res, rej) => {
+      const timer = setTimeout(() => rej(new Error(`worker: no ${type} within ${timeoutMs} ms`)), timeoutMs)
+      this.waiters.push({ type, resolve: m => { clearTimeout(timer); res(m as Extract<FromWorker, { type: T }>) } })
+    })
+  }
+
+  send (msg: ToWorker): void {
+    if (this.child.connected) this.child.send(msg)
+  }
+
+  async poll (): Promise<Extract<FromWorker, { type: 'poll' }>> {
+    if (!this.child.connected) throw new Error(this.error ?? 'worker gone')
+    const p = this.next('poll', 60_000)
+    this.send({ cmd: 'poll' })
+    return await p
+  }
+}
+
+interface Totals { members: number[], fullAt: Array<number | null>, bytes: number, cpuUs: number, rss: number[], connections: number }
+
+async function pollAll (workers: Worker[]): Promise<Totals> {
+  const polls = await Promise.all(workers.map(async w => await w.poll()))
+  return {
+    members: polls.flatMap(p => p.members),
+    fullAt: polls.flatMap(p => p.fullAt),
+    bytes: polls.reduce((s, p) => s + p.bytesSent, 0),
+    cpuUs: polls.reduce((s, p) => s + p.cpuUs, 0),
+    rss: polls.map(p => p.rssBytes),
+    connections: polls.reduce((s, p) => s + p.connections, 0)
+  }
+}
+
+const sleep = async (ms: number): Promise<void> => await new Promise(res => setTimeout(res, ms))
+
+export async function measureControlPlane (n: number, timeoutMs = Number(process.env.BENCH_CP_TIMEOUT ?? 240) * 1000): Promise<ControlPlaneResult> {
+  const count = Math.max(2, Math.ceil(n / PER_WORKER))
+  const workers = Array.from({ length: count }, () => new Worker())
+  const res: ControlPlaneResult = {
+    nodes: n, workers: count, fullMembershipMs: null, nodesFull: 0, convergeCpuS: null, idleSeconds: IDLE_S,
+    idleBytesPerSecPerNode: null, idleCpuSPerMinPerNode: null, idleCoresUsed: null, rssMiBPerWorker: [], connectionsPerNode: null, loadavg: []
+  }
+  try {
+    await Promise.all(workers.map(async w => await w.next('ready', 120_000)))
+    const before = await pollAll(workers)
+    const psk = generatePsk().swarmKey
+    const w0 = workers[0] as Worker
+    const t0 = Date.now()
+    const first = w0.next('started', 60_000)
+    w0.send({ cmd: 'start', nodes: [{ index: 1 }].map(x => ({ ...x, bootstrap: [] })), psk, total: n })
+    const { port } = await first
+    const bootstrap = [`127.0.0.1:${port}`]
+    workers.forEach((w, wi) => {
+      const nodes = Array.from({ length: n - 1 }, (_, i) => i + 2).filter(i => i % count === wi).map(index => ({ index, bootstrap }))
+      w.send({ cmd: 'start', nodes, psk, total: n })
+    })
+    let totals = before
+    for (;;) {
+      await sleep(500)
+      totals = await pollAll(workers)
+      const error = workers.find(w => w.error !== undefined)?.error
+      if (error !== undefined) throw new Error(error)
+      const full = totals.fullAt.filter(t => t !== null).length
+      res.nodesFull = full
+      if (full === n) break
+      if (Date.now() - t0 > timeoutMs) {
+        const m = [...totals.members].sort((x, y) => x - y)
+        throw new Error(`only ${full}/${n} nodes had full membership after ${timeoutMs} ms (members known per node: min ${m[0]}, median ${m[Math.floor(m.length / 2)]}, max ${m[m.length - 1]}; connections per node ${(totals.connections / n).toFixed(1)})`)
+      }
+    }
+    res.fullMembershipMs = Math.max(...totals.fullAt as number[]) - t0
+    res.convergeCpuS = round((totals.cpuUs - before.cpuUs) / 1e6, 2)
+    console.log(`[control-plane] N=${n}: full membership everywhere after ${res.fullMembershipMs} ms (CPU ${res.convergeCpuS} s); idle window ${IDLE_S} s after ${SETTLE_S} s`)
+    await sleep(SETTLE_S * 1000)
+    const a = await pollAll(workers)
+    await sleep(IDLE_S * 1000)
+    const b = await pollAll(workers)
+    res.idleBytesPerSecPerNode = Math.round((b.bytes - a.bytes) / IDLE_S / n)
+    const cpuS = (b.cpuUs - a.cpuUs) / 1e6
+    res.idleCpuSPerMinPerNode = round(cpuS / (IDLE_S / 60) / n, 3)
+    res.idleCoresUsed = round(cpuS / IDLE_S, 2)
+    res.rssMiBPerWorker = b.rss.map(r => Math.round(r / 2 ** 20))
+    res.connectionsPerNode = round(b.connections / n, 1)
+    const short = b.members.filter(m => m < n - 1).length
+    if (short > 0) res.error = `${short} nodes lost members during the idle window`
+  } catch (err) {
+    res.error = (err as Error).message.split('\n')[0]
+  } finally {
+    res.loadavg = loadavg().map(x => round(x, 2))
+    await Promise.all(workers.map(async w => {
+      const stopped = w.next('stopped', 60_000).catch(() => {})
+      w.send({ cmd: 'stop' })
+      await stopped
+      w.child.kill('SIGKILL')
+    }))
+  }
+  return res
+}
+
+const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits
+
+export async function runControlPlane (ns: number[]): Promise<ControlPlaneResult[]> {
+  const out: ControlPlaneResult[] = []
+  for (const n of ns) {
+    const r = await measureControlPlane(n)
+    console.log(`[control-plane] N=${n}: ${JSON.stringify(r)}`)
+    out.push(r)
+  }
+  return out
+}
+
+async function main (): Promise<void> {
+  const ns = process.argv.slice(2).map(Number)
+  const results = await runControlPlane(ns.length > 0 ? ns : [50, 100, 250])
+  const dir = resolve(import.meta.dirname, 'results')
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'control-plane.json'), `${JSON.stringify({ date: new Date().toISOString(), settleSeconds: SETTLE_S, results }, null, 2)}\n`)
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  main().catch(err => { console.error(err); process.exit(1) })
+}

@@ -1,0 +1,89 @@
+// One worker process of bench/control-plane.ts: runs a share of the daemons (src/daemon.ts,
+// unchanged) in this process, each with the in-memory WireGuard twin and a libp2p host on
+// 127.0.0.1 (allowLoopback, a test/bench-only option). Talks to the parent over IPC.
+//
+// Bytes: every byte libp2p hands to a TCP socket in this process is counted (a wrapper on
+// net.Socket#write, installed before libp2p loads): PSK/Noise/yamux framing, gossipsub,
+// sync, identify, ping. TCP/IP headers are not included.
+
+import { Socket } from 'node:net'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import '../src/polyfill.ts'
+
+let bytesSent = 0
+const write = Socket.prototype.write
+Socket.prototype.write = function (this: Socket, chunk: unknown, ...rest: unknown[]) {
+  if (this.remotePort !== undefined && chunk instanceof Uint8Array) bytesSent += chunk.byteLength
+  return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest)
+} as typeof Socket.prototype.write
+
+const { pino } = await import('pino')
+const { resolveConfig } = await import('../src/config/config.ts')
+const { startDaemon } = await import('../src/daemon.ts')
+const { createMemoryDriver } = await import('../src/wireguard/memory.ts')
+type Daemon = Awaited<ReturnType<typeof startDaemon>>
+
+export type ToWorker =
+  | { cmd: 'start', nodes: Array<{ index: number, bootstrap: string[] }>, psk: string, total: number }
+  | { cmd: 'poll' }
+  | { cmd: 'stop' }
+
+export type FromWorker =
+  | { type: 'ready' }
+  | { type: 'started', index: number, port: number, at: number }
+  | { type: 'poll', members: number[], fullAt: Array<number | null>, bytesSent: number, cpuUs: number, rssBytes: number, connections: number }
+  | { type: 'error', message: string }
+  | { type: 'stopped' }
+
+const send = (msg: FromWorker): void => { process.send?.(msg) }
+const log = pino({ level: 'silent' })
+const dir = mkdtempSync(join(tmpdir(), 'w2cp-'))
+const daemons: Daemon[] = []
+const fullAt: Array<number | null> = []
+
+process.on('message', (msg: ToWorker) => {
+  void handle(msg).catch(err => send({ type: 'error', message: (err as Error).stack ?? String(err) }))
+})
+
+async function handle (msg: ToWorker): Promise<void> {
+  if (msg.cmd === 'start') {
+    await Promise.all(msg.nodes.map(async ({ index, bootstrap }) => {
+      const config = await resolveConfig({
+        psk: msg.psk,
+        stateDir: join(dir, `n${index}`),
+        interface: `wcp${index}`,
+        listen: '/ip4/127.0.0.1/tcp/0',
+        name: `n${index}`,
+        bootstrap,
+      })
+      const d = await startDaemon({ config, log, driver: createMemoryDriver({ autoHandshake: true }), allowLoopback: true })
+      const slot = daemons.push(d) - 1
+      fullAt[slot] = null
+      d.membership.onChange(() => {
+        if (fullAt[slot] === null && d.membership.members().length >= msg.total - 1) fullAt[slot] = Date.now()
+      })
+      const port = Number(d.host.getMultiaddrs()[0]?.getComponents().find(c => c.name === 'tcp')?.value ?? 0)
+      send({ type: 'started', index, port, at: Date.now() })
+    }))
+  } else if (msg.cmd === 'poll') {
+    const cpu = process.cpuUsage()
+    send({
+      type: 'poll',
+      members: daemons.map(d => d.membership.members().length),
+      fullAt: [...fullAt],
+      bytesSent,
+      cpuUs: cpu.user + cpu.system,
+      rssBytes: process.memoryUsage.rss(),
+      connections: daemons.reduce((n, d) => n + d.host.getConnections().length, 0)
+    })
+  } else {
+    await Promise.all(daemons.map(async d => { await d.stop().catch(() => {}) }))
+    rmSync(dir, { recursive: true, force: true })
+    send({ type: 'stopped' })
+    process.exit(0)
+  }
+}
+
+send({ type: 'ready' })

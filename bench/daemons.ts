@@ -1,0 +1,120 @@
+// Benchmarks on a converged mesh of real daemons (bench/join.ts measureConvergence hands the
+// lab over before tearing it down):
+// - idle: after SETTLE s with nothing happening, each daemon's CPU time (utime+stime from
+//   /proc/<pid>/stat) over IDLE s, as CPU-s per minute, and its RSS (VmRSS) at the end;
+//   wireguard-go's figures beside them, as the floor a static mesh costs.
+// - restart: 10 Hz pings from node1 to node2's overlay IPv6 while node2's daemon is stopped
+//   (SIGTERM) and started again (same state dir, no --bootstrap); lost pings and the longest
+//   reply gap, over ROUNDS restarts.
+
+import { readFileSync } from 'node:fs'
+import { sleep, waitFor, wireguardGoPids, type Lab } from '../test/e2e/lab.ts'
+import { daemonEnv } from './join.ts'
+
+export interface ProcFigures { node: string, pid: number, cpuSPerMin: number, rssMiB: number }
+
+export interface IdleResult {
+  nodes: number
+  settleSeconds: number
+  idleSeconds: number
+  daemons: ProcFigures[]
+  wireguardGo: ProcFigures[]
+  daemonCpuSPerMin: { median: number, max: number }
+  daemonRssMiB: { median: number, max: number }
+  wireguardGoCpuSPerMin: { median: number, max: number }
+  wireguardGoRssMiB: { median: number, max: number }
+}
+
+export interface RestartRound { round: number, sent: number, lost: number, longestGapMs: number, restartMs: number }
+export interface RestartResult { rounds: RestartRound[], lostTotal: number, longestGapMs: number }
+
+const TICK = 100 // USER_HZ on Linux
+
+export function cpuTicks (pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // fields after "(comm)": state is field 3; utime and stime are fields 14 and 15
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return Number(rest[11]) + Number(rest[12])
+}
+
+function rssMiB (pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m === null ? 0 : Math.round(Number(m[1]) / 1024 * 10) / 10
+}
+
+const median = (v: number[]): number => {
+  const s = [...v].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length === 0 ? 0 : s.length % 2 === 1 ? s[mid] as number : ((s[mid - 1] as number) + (s[mid] as number)) / 2
+}
+const r3 = (x: number): number => Math.round(x * 1000) / 1000
+const summary = (v: number[]): { median: number, max: number } => ({ median: r3(median(v)), max: r3(Math.max(...v)) })
+
+/**
+ * CPU seconds the mesh's processes have used so far (daemons and wireguard-go): divided by
+ * the cores, a floor under any wall time that needs all of that work done.
+ */
+export function meshCpuSeconds (lab: Lab, names: string[]): { daemons: number, wireguardGo: number } {
+  const sum = (pids: number[]): number => pids.reduce((s, pid) => { try { return s + cpuTicks(pid) } catch { return s } }, 0) / TICK
+  const daemons = lab.daemons().filter(d => names.includes(d.node) && d.running()).map(d => d.pid)
+  const wg = wireguardGoPids(names.map(n => lab.node(n).wgIf))
+  return { daemons: r3(sum(daemons)), wireguardGo: r3(sum(wg)) }
+}
+
+export async function measureIdle (lab: Lab, names: string[], settleSeconds: number, idleSeconds: number): Promise<IdleResult> {
+  await sleep(settleSeconds * 1000)
+  const daemonPids = names.map(node => {
+    const d = lab.daemons().find(x => x.node === node && x.running())
+    if (d === undefined) throw new Error(`idle: no running daemon on ${node}`)
+    return { node, pid: d.pid }
+  })
+  const wgPids = names.flatMap(node => wireguardGoPids([lab.node(node).wgIf]).map(pid => ({ node, pid })))
+  const all = [...daemonPids, ...wgPids]
+  const start = all.map(p => cpuTicks(p.pid))
+  const t0 = performance.now()
+  await sleep(idleSeconds * 1000)
+  const seconds = (performance.now() - t0) / 1000
+  const figures = all.map((p, i) => ({
+    ...p,
+    cpuSPerMin: r3((cpuTicks(p.pid) - (start[i] as number)) / TICK / seconds * 60),
+    rssMiB: rssMiB(p.pid)
+  }))
+  const daemons = figures.slice(0, daemonPids.length)
+  const wireguardGo = figures.slice(daemonPids.length)
+  return {
+    nodes: names.length,
+    settleSeconds,
+    idleSeconds: Math.round(seconds),
+    daemons,
+    wireguardGo,
+    daemonCpuSPerMin: summary(daemons.map(d => d.cpuSPerMin)),
+    daemonRssMiB: summary(daemons.map(d => d.rssMiB)),
+    wireguardGoCpuSPerMin: summary(wireguardGo.map(d => d.cpuSPerMin)),
+    wireguardGoRssMiB: summary(wireguardGo.map(d => d.rssMiB))
+  }
+}
+
+export async function measureRestart (lab: Lab, addrs: Map<string, string>, pskFile: string, rounds: number): Promise<RestartResult> {
+  const target = 'node2'
+  const addr = addrs.get(target)
+  if (addr === undefined) throw new Error('restart: no overlay address for node2')
+  const out: RestartRound[] = []
+  for (let round = 1; round <= rounds; round++) {
+    const pinger = lab.startPinger('node1', addr)
+    await sleep(2000)
+    const old = lab.daemons().find(d => d.node === target && d.running())
+    if (old === undefined) throw new Error('restart: node2 has no running daemon')
+    const t0 = performance.now()
+    await old.stop('SIGTERM')
+    const d = lab.spawnDaemon(target, lab.joinArgs(target, { pskFile }), daemonEnv())
+    // back when it says its interface is ready and it has rejoined a member
+    await d.waitForLog(r => r.msg === 'member joined', 30_000)
+    const restartMs = Math.round(performance.now() - t0)
+    await sleep(3000)
+    const stats = await pinger.stop()
+    out.push({ round, sent: stats.sent, lost: stats.lost, longestGapMs: stats.longestGapMs, restartMs })
+    console.log(`[bench] restart round ${round}: sent ${stats.sent}, lost ${stats.lost}, longest gap ${stats.longestGapMs} ms, daemon back in ${restartMs} ms`)
+    await waitFor(() => d.running() ? true : undefined, { timeoutMs: 1000 })
+  }
+  return { rounds: out, lostTotal: out.reduce((s, r) => s + r.lost, 0), longestGapMs: Math.max(...out.map(r => r.longestGapMs)) }
+}

@@ -1,0 +1,235 @@
+// `npm run bench`: the whole suite. Prints a table (each figure next to the static wireguard-go
+// mesh floor and the target of issue #7), writes bench/results/summary.json (plus one JSON per
+// part), renders docs/convergence.svg and refreshes the results table in docs/benchmarks.md.
+//
+// BENCH_ONLY=join,conv10,conv25,idle,restart,static,cp,ipam runs a subset (BENCH_ONLY=report: none); figures of parts
+// not run are kept from the previous summary.json (each part carries its date and load).
+// Real-daemon parts need root, ip, wg, wireguard-go; run the suite under the shared lock:
+//   flock /tmp/w2w-e2e.lock npm run bench
+// Other knobs: BENCH_ROUNDS (joins, default 5), BENCH_IDLE (s, default 60), BENCH_SETTLE (s,
+// default 30), BENCH_RESTARTS (default 3), BENCH_CP (control-plane sizes, default 50,100,250),
+// BENCH_CP_IDLE / BENCH_CP_SETTLE / BENCH_CP_TIMEOUT (s, default 240), BENCH_IPAM_NODES (default 10000),
+// BENCH_NODE_OPTIONS (Node/V8 flags for the conv/idle/restart daemons, e.g. --max-semi-space-size=1),
+// BENCH_MESH_TIMEOUT (s, default 90: how long a convergence may take).
+
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg } from 'node:os'
+import { join, resolve } from 'node:path'
+import { formatTable, labPrerequisites, sweepStaleLabs } from '../test/e2e/lab.ts'
+import { benchJoin, measureConvergence, type ConvergenceResult, type Results as JoinResults } from './join.ts'
+import { measureStaticMesh, RESULTS_DIR, type StaticMeshResult } from './static-mesh.ts'
+import { measureIdle, measureRestart, type IdleResult, type RestartResult } from './daemons.ts'
+import { runControlPlane, type ControlPlaneResult } from './control-plane.ts'
+import { runIpamSim, type SimResult } from './ipam-sim.ts'
+import { renderChart } from './chart.ts'
+
+const DOCS = resolve(import.meta.dirname, '..', 'docs')
+const SUMMARY = join(RESULTS_DIR, 'summary.json')
+const PARTS = ['join', 'conv10', 'conv25', 'idle', 'restart', 'static', 'cp', 'ipam'] as const
+type Part = typeof PARTS[number]
+
+interface Stamp { date: string, loadavg: number[] }
+type Stamped<T> = T & Stamp
+
+export interface Summary {
+  machine: { cpus: number, node: string }
+  join?: Stamped<Pick<JoinResults, 'nodes' | 'join'>>
+  convergence: Record<string, Stamped<ConvergenceResult>>
+  idle?: Stamped<IdleResult>
+  restart?: Stamped<RestartResult>
+  staticMesh: Record<string, Stamped<StaticMeshResult>>
+  controlPlane?: Stamped<{ results: ControlPlaneResult[] }>
+  ipam?: Stamped<{ results: SimResult[] }>
+  errors: string[]
+}
+
+const stamp = (): Stamp => ({ date: new Date().toISOString(), loadavg: loadavg().map(x => Math.round(x * 100) / 100) })
+const progress = (msg: string): void => { console.log(`[bench] ${msg}`) }
+
+function loadSummary (): Summary {
+  const fresh: Summary = { machine: { cpus: cpus().length, node: process.version }, convergence: {}, staticMesh: {}, errors: [] }
+  if (!existsSync(SUMMARY)) return fresh
+  try {
+    const old = JSON.parse(readFileSync(SUMMARY, 'utf8')) as Summary
+    return { ...fresh, ...old, machine: fresh.machine, errors: [] }
+  } catch {
+    return fresh
+  }
+}
+
+export async function runSuite (parts: Set<Part>): Promise<Summary> {
+  const s = loadSummary()
+  const real = [...parts].some(p => p !== 'cp' && p !== 'ipam')
+  if (real) {
+    const missing = labPrerequisites()
+    if (missing.length > 0) throw new Error(`real-daemon benchmarks need: ${missing.join(', ')} (BENCH_ONLY=cp,ipam runs the others)`)
+    sweepStaleLabs()
+  }
+  if (parts.has('join')) {
+    const res: JoinResults = {
+      date: '', machine: { cpus: 0, node: '', loadavgStart: [], loadavgEnd: [] }, nodes: 10,
+      join: { meshFormMs: null, rounds: [], firstPing: null, allMembers: null },
+      convergence: { timed: '', allPairsMs: null, pairsAnswered: 0, pairs: 0, lastPair: null, allPeersMs: null },
+      staticMesh: null, errors: []
+    }
+    await benchJoin(res)
+    s.join = { nodes: res.nodes, join: res.join, ...stamp() }
+    s.errors.push(...res.errors)
+  }
+  if (parts.has('conv10') || parts.has('idle') || parts.has('restart')) {
+    // the idle and restart benchmarks run on the converged 10-node mesh
+    const c = await measureConvergence(10, async (lab, names, addrs, pskFile) => {
+      if (parts.has('idle')) {
+        const settle = Number(process.env.BENCH_SETTLE ?? 30)
+        const idle = Number(process.env.BENCH_IDLE ?? 60)
+        progress(`idle: ${settle} s settle, then ${idle} s of CPU time per daemon`)
+        s.idle = { ...await measureIdle(lab, names, settle, idle), ...stamp() }
+        progress(`idle: daemon CPU median ${s.idle.daemonCpuSPerMin.median} CPU-s/min (max ${s.idle.daemonCpuSPerMin.max}), RSS median ${s.idle.daemonRssMiB.median} MiB`)
+      }
+      if (parts.has('restart')) s.restart = { ...await measureRestart(lab, addrs, pskFile, Number(process.env.BENCH_RESTARTS ?? 3)), ...stamp() }
+    })
+    if (parts.has('conv10')) s.convergence['10'] = { ...c, ...stamp() }
+    s.errors.push(...c.errors)
+  }
+  if (parts.has('conv25')) {
+    const c = await measureConvergence(25)
+    s.convergence['25'] = { ...c, ...stamp() }
+    s.errors.push(...c.errors)
+  }
+  if (parts.has('static')) {
+    for (const n of [10, 25]) {
+      try {
+        s.staticMesh[String(n)] = { ...await measureStaticMesh(n), ...stamp() }
+        progress(`static mesh N=${n}: all handshakes after ${s.staticMesh[String(n)]?.allHandshakesMs} ms, all pairs ping after ${s.staticMesh[String(n)]?.allPairsMs} ms`)
+      } catch (err) {
+        s.errors.push(`static mesh N=${n}: ${(err as Error).message}`)
+      }
+    }
+  }
+  if (parts.has('cp')) {
+    const ns = (process.env.BENCH_CP ?? '50,100,250').split(',').map(Number)
+    s.controlPlane = { results: await runControlPlane(ns), ...stamp() }
+  }
+  if (parts.has('ipam')) {
+    progress('IP allocation simulation')
+    s.ipam = { results: runIpamSim(Number(process.env.BENCH_IPAM_NODES ?? 10_000)), ...stamp() }
+  }
+  return s
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+
+interface Row { figure: string, ours: string, floor: string, ratio: string, target: string, load: string }
+
+const ms = (v: number | null | undefined): string => v === null || v === undefined ? '-' : `${v} ms`
+const ratio = (a: number | null | undefined, b: number | null | undefined): string =>
+  a === null || a === undefined || b === null || b === undefined || b === 0 ? '-' : `${(a / b).toFixed(1)}×`
+const load = (st?: Stamp): string => st === undefined ? '-' : st.loadavg[0]?.toFixed(1) ?? '-'
+
+export function rows (s: Summary): Row[] {
+  const out: Row[] = []
+  const st10 = s.staticMesh['10']
+  const st25 = s.staticMesh['25']
+  const j = s.join?.join
+  if (j !== undefined) {
+    out.push({
+      figure: `join → first ping, N=10 (median of ${j.firstPing?.n ?? 0}; min–max)`,
+      ours: j.firstPing === null ? '-' : `${j.firstPing.medianMs} ms (${j.firstPing.minMs}–${j.firstPing.maxMs})`,
+      floor: ms(st10?.allPairsMs), ratio: ratio(j.firstPing?.medianMs, st10?.allPairsMs), target: '≤ 500 ms', load: load(s.join)
+    })
+  }
+  for (const [n, target, st] of [['10', '≤ 1.0 s', st10], ['25', '≤ 2.0 s', st25]] as const) {
+    const c = s.convergence[n]
+    if (c === undefined) continue
+    const cpu = c.cpuSeconds === null ? '' : `; CPU used: daemons ${c.cpuSeconds.daemons} s, wireguard-go ${c.cpuSeconds.wireguardGo} s`
+    out.push({
+      figure: `all-pairs convergence, N=${n} (every pair handshaken${c.pairsAnswered === c.pairs ? ', all pairs then ping' : `; only ${c.pairsAnswered}/${c.pairs} pairs ping`})`,
+      ours: `${ms(c.allHandshakesMs)}${cpu}`, floor: ms(st?.allHandshakesMs), ratio: ratio(c.allHandshakesMs, st?.allHandshakesMs), target, load: load(c)
+    })
+  }
+  if (s.restart !== undefined) {
+    out.push({
+      figure: `restart under 10 Hz ping (${s.restart.rounds.length} restarts): lost / longest gap`,
+      ours: `${s.restart.lostTotal} lost / ${s.restart.longestGapMs} ms`, floor: '0 lost / 100 ms', ratio: ratio(s.restart.longestGapMs, 100), target: '0 / ≤ 110 ms', load: load(s.restart)
+    })
+  }
+  if (s.idle !== undefined) {
+    const i = s.idle
+    out.push({ figure: `idle CPU per daemon, N=10 (median, max), CPU-s/min`, ours: `${i.daemonCpuSPerMin.median} (${i.daemonCpuSPerMin.max})`, floor: `${i.wireguardGoCpuSPerMin.median} (wireguard-go)`, ratio: '-', target: '≤ 0.10', load: load(i) })
+    out.push({ figure: `RSS per daemon, N=10 (median, max)`, ours: `${i.daemonRssMiB.median} MiB (${i.daemonRssMiB.max})`, floor: `${i.wireguardGoRssMiB.median} MiB (wireguard-go)`, ratio: ratio(i.daemonRssMiB.median, i.wireguardGoRssMiB.median), target: '≤ 64 MiB', load: load(i) })
+  }
+  for (const r of s.controlPlane?.results ?? []) {
+    const target = r.nodes === 100 ? '≤ 5 s; ≤ 1 KiB/s' : r.nodes === 250 ? 'runs' : ''
+    out.push({
+      figure: `control plane (memory twin), N=${r.nodes}: full membership; idle B/s, CPU-s/min per node`,
+      ours: r.error !== undefined && r.fullMembershipMs === null ? `FAILED: ${r.error}` : `${ms(r.fullMembershipMs)}; ${r.idleBytesPerSecPerNode ?? '-'} B/s; ${r.idleCpuSPerMinPerNode ?? '-'}`,
+      floor: '', ratio: '', target, load: r.loadavg[0]?.toFixed(1) ?? '-'
+    })
+  }
+  for (const r of s.ipam?.results ?? []) {
+    out.push({
+      figure: `IP allocation, ${r.nodes} nodes in ${r.range}: duplicates; counters`,
+      ours: `${r.duplicates}; ${Object.entries(r.counters).map(([c, k]) => `${c}:${k}`).join(' ')}`, floor: '', ratio: '', target: '0 duplicates', load: load(s.ipam)
+    })
+  }
+  return out
+}
+
+export function markdownTable (s: Summary): string {
+  const head = '| figure | w2wesher | static wireguard-go floor | ratio | target | load (1 min) |\n|---|---|---|---|---|---|'
+  return `${head}\n${rows(s).map(r => `| ${r.figure} | ${r.ours} | ${r.floor} | ${r.ratio} | ${r.target} | ${r.load} |`).join('\n')}`
+}
+
+export function convergenceChart (s: Summary): string {
+  const sec = (v: number | null | undefined): number | undefined => v === null || v === undefined ? undefined : v / 1000
+  const pts = (entries: Array<[number, number | undefined]>): Array<{ x: number, y: number }> =>
+    entries.flatMap(([x, y]) => y === undefined ? [] : [{ x, y }])
+  return renderChart({
+    title: 'Convergence time vs mesh size (2 cores, shared)',
+    xLabel: 'nodes (N)',
+    yLabel: 'seconds',
+    series: [
+      { name: 'w2wesher: all handshaken', color: '#d62728', points: pts(Object.entries(s.convergence).map(([n, c]) => [Number(n), sec(c.allHandshakesMs)])) },
+      { name: 'static wireguard-go', color: '#2ca02c', dashed: true, points: pts(Object.entries(s.staticMesh).map(([n, c]) => [Number(n), sec(c.allHandshakesMs)])) },
+      { name: 'control plane (twin)', color: '#1f77b4', points: pts((s.controlPlane?.results ?? []).map(r => [r.nodes, sec(r.fullMembershipMs)])) }
+    ]
+  })
+}
+
+/** Replace the generated block of docs/benchmarks.md (between the markers) with the table. */
+function updateDocs (s: Summary): void {
+  const file = join(DOCS, 'benchmarks.md')
+  if (!existsSync(file)) return
+  const text = readFileSync(file, 'utf8')
+  const start = '<!-- bench:results -->'
+  const end = '<!-- /bench:results -->'
+  const a = text.indexOf(start)
+  const b = text.indexOf(end)
+  if (a < 0 || b < a) return
+  const block = `${start}\n${markdownTable(s)}\n\nMachine: ${s.machine.cpus} CPUs, Node ${s.machine.node}. Load is the 1-minute load average when the figure was taken (other work shared the machine: figures are upper bounds).\n${end}`
+  writeFileSync(file, text.slice(0, a) + block + text.slice(b + end.length))
+}
+
+async function main (): Promise<number> {
+  const only = process.env.BENCH_ONLY
+  // BENCH_ONLY=report: run nothing, re-render the table, chart and docs from summary.json
+  const parts = new Set<Part>(only === 'report' ? [] : only === undefined || only === '' ? PARTS : only.split(',').map(p => {
+    if (!(PARTS as readonly string[]).includes(p)) throw new Error(`BENCH_ONLY: unknown part "${p}" (parts: ${PARTS.join(', ')})`)
+    return p as Part
+  }))
+  const started = performance.now()
+  const s = await runSuite(parts)
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  writeFileSync(SUMMARY, `${JSON.stringify(s, null, 2)}\n`)
+  mkdirSync(DOCS, { recursive: true })
+  writeFileSync(join(DOCS, 'convergence.svg'), convergenceChart(s))
+  updateDocs(s)
+  const r = rows(s)
+  console.log(`\n${formatTable([['figure', 'w2wesher', 'static floor', 'ratio', 'target', 'load'], ...r.map(x => [x.figure, x.ours, x.floor, x.ratio, x.target, x.load])])}\n`)
+  for (const e of s.errors) console.error(`ERROR ${e}`)
+  console.log(`wrote ${SUMMARY}, docs/convergence.svg (suite took ${Math.round((performance.now() - started) / 1000)} s)`)
+  return s.errors.length === 0 ? 0 : 1
+}
+
+process.exitCode = await main()
