@@ -91,12 +91,14 @@ describe('reconciler', () => {
     expect(lower.publicKey < ownKey && ownKey < higher.publicKey).toBe(true)
     const r = createReconciler({ driver, iface: () => iface, desired: () => [lower, higher], log: silent })
     await r.runNow()
+    // `lower` pokes us and its handshake arrives within the 200 ms stagger (simulated at once,
+    // so a slow machine cannot let the stagger run out first)
+    driver.simulateHandshake('wt0', lower.publicKey)
     const added = (await driver.read('wt0'))!.peers
     expect(added.map(p => p.persistentKeepalive)).toEqual([0, 0])
     await new Promise(resolve => setTimeout(resolve, 20))
     // we hold the lower key than `higher`: we poke it at once; `lower` pokes us, so we wait
     expect(driver.calls.filter(c => c.op === 'triggerHandshake').map(c => (c as { address: string }).address)).toEqual(['10.223.0.4'])
-    driver.simulateHandshake('wt0', lower.publicKey) // its handshake arrives within the stagger
     await new Promise(resolve => setTimeout(resolve, 1300))
     expect(driver.calls.filter(c => c.op === 'triggerHandshake')).toHaveLength(1)
     expect((await driver.read('wt0'))!.peers.map(p => p.persistentKeepalive)).toEqual([25, 25])
