@@ -14,7 +14,7 @@ import { loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { generatePsk } from '../src/config/psk.ts'
-import type { FromWorker, ToWorker } from './cp-worker.ts'
+import type { FromWorker, NodeDetail, ToWorker } from './cp-worker.ts'
 
 const SETTLE_S = Number(process.env.BENCH_CP_SETTLE ?? 10)
 const IDLE_S = Number(process.env.BENCH_CP_IDLE ?? 60)
@@ -78,7 +78,7 @@ class Worker {
   }
 }
 
-interface Totals { members: number[], fullAt: Array<number | null>, bytes: number, cpuUs: number, rss: number[], connections: number }
+interface Totals { members: number[], fullAt: Array<number | null>, bytes: number, cpuUs: number, rss: number[], connections: number, detail: NodeDetail[] }
 
 async function pollAll (workers: Worker[]): Promise<Totals> {
   const polls = await Promise.all(workers.map(async w => await w.poll()))
@@ -88,8 +88,18 @@ async function pollAll (workers: Worker[]): Promise<Totals> {
     bytes: polls.reduce((s, p) => s + p.bytesSent, 0),
     cpuUs: polls.reduce((s, p) => s + p.cpuUs, 0),
     rss: polls.map(p => p.rssBytes),
-    connections: polls.reduce((s, p) => s + p.connections, 0)
+    connections: polls.reduce((s, p) => s + p.connections, 0),
+    detail: polls.flatMap(p => p.detail)
   }
+}
+
+/** BENCH_CP_DETAIL=1: every 5 s, who knows how many members over how many connections (stderr) */
+const DETAIL = process.env.BENCH_CP_DETAIL !== undefined
+
+function summarise (detail: NodeDetail[]): string {
+  const pick = (k: 1 | 2): string => { const v = detail.map(d => d[k]).sort((x, y) => x - y); return `${v[0]}/${v[Math.floor(v.length / 2)]}/${v[v.length - 1]}` }
+  const lonely = detail.filter(d => d[1] === 0).map(d => d[0]).sort((x, y) => x - y)
+  return `members min/median/max ${pick(1)}; connections ${pick(2)}; knowing nobody: ${lonely.length} [${lonely.slice(0, 20).join(' ')}]`
 }
 
 const sleep = async (ms: number): Promise<void> => await new Promise(res => setTimeout(res, ms))
@@ -116,6 +126,7 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
       w.send({ cmd: 'start', nodes, psk, total: n })
     })
     let totals = before
+    let lastDetail = 0
     for (;;) {
       await sleep(500)
       totals = await pollAll(workers)
@@ -124,6 +135,10 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
       const full = totals.fullAt.filter(t => t !== null).length
       res.nodesFull = full
       if (full === n) break
+      if (DETAIL && Date.now() - lastDetail >= 5000) {
+        lastDetail = Date.now()
+        console.error(`[cp-detail] t=${lastDetail - t0} ${summarise(totals.detail)}`)
+      }
       if (Date.now() - t0 > timeoutMs) {
         const m = [...totals.members].sort((x, y) => x - y)
         throw new Error(`only ${full}/${n} nodes had full membership after ${timeoutMs} ms (members known per node: min ${m[0]}, median ${m[Math.floor(m.length / 2)]}, max ${m[m.length - 1]}; connections per node ${(totals.connections / n).toFixed(1)})`)

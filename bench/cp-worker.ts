@@ -25,6 +25,9 @@ const { startDaemon } = await import('../src/daemon.ts')
 const { createMemoryDriver } = await import('../src/wireguard/memory.ts')
 type Daemon = Awaited<ReturnType<typeof startDaemon>>
 
+/** per daemon: [node index, members known, open connections] */
+export type NodeDetail = [number, number, number]
+
 export type ToWorker =
   | { cmd: 'start', nodes: Array<{ index: number, bootstrap: string[] }>, psk: string, total: number }
   | { cmd: 'poll' }
@@ -33,14 +36,17 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'started', index: number, port: number, at: number }
-  | { type: 'poll', members: number[], fullAt: Array<number | null>, bytesSent: number, cpuUs: number, rssBytes: number, connections: number }
+  | { type: 'poll', members: number[], fullAt: Array<number | null>, bytesSent: number, cpuUs: number, rssBytes: number, connections: number, detail: NodeDetail[] }
   | { type: 'error', message: string }
   | { type: 'stopped' }
 
 const send = (msg: FromWorker): void => { process.send?.(msg) }
-const log = pino({ level: 'silent' })
+// BENCH_CP_LOG=debug: the daemons' logs (tagged n: index) in $TMPDIR/w2cp-<pid>.log, for diagnosis
+const logLevel = process.env.BENCH_CP_LOG
+const log = logLevel === undefined ? pino({ level: 'silent' }) : pino({ level: logLevel }, pino.destination(join(tmpdir(), `w2cp-${process.pid}.log`)))
 const dir = mkdtempSync(join(tmpdir(), 'w2cp-'))
 const daemons: Daemon[] = []
+const indices: number[] = []
 const fullAt: Array<number | null> = []
 
 process.on('message', (msg: ToWorker) => {
@@ -57,9 +63,12 @@ async function handle (msg: ToWorker): Promise<void> {
         listen: '/ip4/127.0.0.1/tcp/0',
         name: `n${index}`,
         bootstrap,
+        // BENCH_CP_MDNS=0: without mDNS (on by default, as in the daemon)
+        mdns: process.env.BENCH_CP_MDNS !== '0'
       })
-      const d = await startDaemon({ config, log, driver: createMemoryDriver({ autoHandshake: true }), allowLoopback: true })
+      const d = await startDaemon({ config, log: log.child({ n: index }), driver: createMemoryDriver({ autoHandshake: true }), allowLoopback: true })
       const slot = daemons.push(d) - 1
+      indices[slot] = index
       fullAt[slot] = null
       d.membership.onChange(() => {
         if (fullAt[slot] === null && d.membership.members().length >= msg.total - 1) fullAt[slot] = Date.now()
@@ -76,7 +85,8 @@ async function handle (msg: ToWorker): Promise<void> {
       bytesSent,
       cpuUs: cpu.user + cpu.system,
       rssBytes: process.memoryUsage.rss(),
-      connections: daemons.reduce((n, d) => n + d.host.getConnections().length, 0)
+      connections: daemons.reduce((n, d) => n + d.host.getConnections().length, 0),
+      detail: daemons.map((d, i): NodeDetail => [indices[i] ?? 0, d.membership.members().length, d.host.getConnections().length])
     })
   } else {
     await Promise.all(daemons.map(async d => { await d.stop().catch(() => {}) }))
