@@ -22,7 +22,6 @@ import { MultiKeyProtector } from './p2p/protector.ts'
 import { loadRotation, startKeys } from './p2p/rotation.ts'
 import { createRotator, type Rotator } from './p2p/rotator.ts'
 import { resolveRevokeTarget } from './membership/revoke.ts'
-import { encodeEnvelope as base64 } from './state/store.ts'
 import type { RouteStatus, StatusReport } from './control/status.ts'
 import type { MetricsServer } from './metrics/metrics.ts'
 import { createHostsWriter, type HostsWriter } from './hosts/hosts.ts'
@@ -128,7 +127,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       overlay: [ranges.ipv6, ...(ranges.ipv4 === undefined ? [] : [ranges.ipv4])],
       self,
       localProblem: localRouteProblem({
-        ownAddresses: interfaceAddresses().filter(ip => !isOverlayAddress(ip)),
+        ownAddresses: localIps, // polled every second below
         members: live,
         hasIpv4: claims.ipv4 !== undefined
       })
@@ -402,7 +401,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     members: () => membership.members().map(e => e.record.peerId),
     isRevoked: peerId => membership.isRevoked(peerId),
     revoked: () => membership.revocations().map(r => r.peerId),
-    selfRecord: () => { const e = membership.envelope(self); return e === undefined ? undefined : base64(e) },
+    selfRecord: () => { const e = membership.envelope(self); return e === undefined ? undefined : encodeEnvelope(e) },
     acceptRecord: async (envelope, author) => await membership.acceptEnvelope(envelope, author)
   })
   await rotator.start()
