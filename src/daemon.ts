@@ -160,6 +160,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
         const handshakeAge = wg === undefined || wg.latestHandshake === 0 ? null : Math.max(0, Math.round(nowMs / 1000 - wg.latestHandshake))
         const connected = host.getConnections(peerIdFromString(record.peerId)).length > 0
         const recordAge = Math.round((nowMs - receivedAt) / 1000)
+        const tried = endpoints.describe(record.wgPublicKey)
         return {
           peerId: record.peerId,
           name: record.name,
@@ -172,13 +173,13 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
           connected,
           routes: routeStatus(record.peerId),
           recordAgeSeconds: recordAge,
-          candidates: endpoints.describe(record.wgPublicKey)?.candidates ?? [],
+          candidates: tried?.candidates ?? [],
           state: recordAge > config.refreshSeconds * 3
             ? 'stale'
             : handshakeAge !== null && handshakeAge < 180
               ? 'ok'
               // every candidate tried, no handshake: say so instead of 'connecting' forever
-              : (endpoints.describe(record.wgPublicKey)?.rounds ?? 0) > 0 ? 'no-direct-path' : 'connecting'
+              : (tried?.rounds ?? 0) > 0 ? 'no-direct-path' : 'connecting'
         }
       }),
       network: { ...rotator.status(), revoked: membership.revocations().map(r => ({ peerId: r.peerId, by: r.by, at: new Date(r.at).toISOString() })) }

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { z } from 'zod'
 import { parse as parseYaml } from 'yaml'
-import { parsePsk, pskDerive, type Psk } from './psk.ts'
+import { meshSeed, parsePsk, type Psk } from './psk.ts'
 import { DEFAULT_PORT, parseBootstrap, parseListen } from './addresses.ts'
 import { ipv4Range, ula64, type OverlayRange } from '../membership/ipam.ts'
 import { canonicalRoute, cidrsOverlap, MAX_ROUTES, routeProblem } from '../membership/routes.ts'
@@ -217,7 +217,7 @@ export async function resolveConfig (raw: Record<string, unknown>): Promise<Conf
 /** Our own routes: network addresses, clear of the overlay, reserved ranges and each other. */
 function checkRoutes (texts: string[], psk: Psk, overlayIpv4: OverlayRange | undefined): string[] {
   if (texts.length > MAX_ROUTES) throw new Error(`at most ${MAX_ROUTES} routes (got ${texts.length})`)
-  const overlay = [ula64(pskDerive(psk, 'ula', 7)), ...(overlayIpv4 === undefined ? [] : [overlayIpv4])]
+  const overlay = [ula64(Buffer.from(meshSeed(psk), 'hex')), ...(overlayIpv4 === undefined ? [] : [overlayIpv4])]
   const routes: string[] = []
   for (const text of texts) {
     const route = canonicalRoute(text)

@@ -1,5 +1,5 @@
 import { networkInterfaces } from 'node:os'
-import { normaliseIp, parseIp, unmapIpv4 } from '../util/ip.ts'
+import { formatEndpoint, normaliseIp, parseIp, unmapIpv4 } from '../util/ip.ts'
 import { parsePort } from '../config/addresses.ts'
 
 // Our own candidate WireGuard endpoints, as our record lists them (the others try them in this
@@ -56,7 +56,7 @@ export function localCandidates (input: LocalCandidatesInput): string[] {
   const add = (host: string, port: number): void => {
     const ip = unmapIpv4(host) ?? host
     if (!routable(ip) || input.isOverlayAddress(ip)) return
-    const endpoint = formatHostPort(ip, port)
+    const endpoint = formatEndpoint(ip, port)
     if (!out.includes(endpoint)) out.push(endpoint)
   }
   for (const a of input.announce) add(a.host, a.port ?? input.wgPort)
@@ -105,10 +105,6 @@ export class ObservedAddresses {
     const entries = [...this.byPeer.values()].filter(e => !this.ownEver.has(e.ip)).sort((a, b) => b.at - a.at)
     return [...new Set(entries.map(e => e.ip))].slice(0, MAX_OBSERVED)
   }
-}
-
-export function formatHostPort (host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }
 
 function routable (ip: string): boolean {

@@ -104,7 +104,7 @@ export function canonicalIp (address: string): string {
   throw new Error(`"${address}" is not an IP address`)
 }
 
-function prefixMask (family: Family, prefixLength: number): bigint {
+export function prefixMask (family: Family, prefixLength: number): bigint {
   const total = family === 4 ? 32 : 128
   return ((1n << BigInt(total)) - 1n) ^ ((1n << BigInt(total - prefixLength)) - 1n)
 }

@@ -1,5 +1,5 @@
-import { bigIntToIp, parseCidr, type Family, type OverlayRange } from './ipam.ts'
-import { ipToBigInt } from '../util/ip.ts'
+import { bigIntToIp, parseCidr, prefixMask, type Family, type OverlayRange } from './ipam.ts'
+import { hostOf, ipToBigInt } from '../util/ip.ts'
 
 // Routed subnets: a member announces CIDRs that live behind it; every other member adds the
 // ones that win to that member's AllowedIPs and routes them into the tunnel. Which announcement
@@ -29,20 +29,15 @@ const RESERVED: Array<[string, string]> = [
 
 interface Net { family: Family, network: bigint, prefixLength: number }
 
-function mask (family: Family, prefixLength: number): bigint {
-  const total = family === 4 ? 32 : 128
-  return ((1n << BigInt(total)) - 1n) ^ ((1n << BigInt(total - prefixLength)) - 1n)
-}
-
 function net (cidr: string): Net {
   const { family, address, prefixLength } = parseCidr(cidr)
-  return { family, network: address & mask(family, prefixLength), prefixLength }
+  return { family, network: address & prefixMask(family, prefixLength), prefixLength }
 }
 
 /** A route in canonical form (the network address, lowercase IPv6); throws naming the problem. */
 export function canonicalRoute (text: string): string {
   const { family, address, prefixLength } = parseCidr(text)
-  const network = address & mask(family, prefixLength)
+  const network = address & prefixMask(family, prefixLength)
   const canonical = `${bigIntToIp(network, family)}/${prefixLength}`
   if (network !== address) throw new Error(`"${text}" has host bits set: the network is ${canonical}`)
   return canonical
@@ -53,7 +48,7 @@ export function cidrsOverlap (a: string, b: string): boolean {
   const x = net(a)
   const y = net(b)
   if (x.family !== y.family) return false
-  const m = mask(x.family, Math.min(x.prefixLength, y.prefixLength))
+  const m = prefixMask(x.family, Math.min(x.prefixLength, y.prefixLength))
   return (x.network & m) === (y.network & m)
 }
 
@@ -63,7 +58,7 @@ export function cidrContainsIp (cidr: string, ip: string): boolean {
   const family = ip.includes(':') ? 6 : 4
   if (family !== n.family) return false
   try {
-    return (ipToBigInt(ip) & mask(n.family, n.prefixLength)) === n.network
+    return (ipToBigInt(ip) & prefixMask(n.family, n.prefixLength)) === n.network
   } catch {
     return false
   }
@@ -159,8 +154,6 @@ export interface LocalRouteContext {
   /** this node has an IPv4 overlay address to send from */
   hasIpv4: boolean
 }
-
-const hostOf = (endpoint: string): string => endpoint.replace(/^\[?(.*?)\]?:\d+$/, '$1')
 
 /** The node-local refusals described at the top of this file, as a ResolveOptions.localProblem. */
 export function localRouteProblem (ctx: LocalRouteContext): (cidr: string, peerId: string) => string | undefined {

@@ -119,6 +119,7 @@ export class MultiKeyProtector implements ConnectionProtector {
       const xor = xsalsa20(nonce, key)
       const plain = xor.update(opening)
       if (Buffer.compare(plain, MSS_HEADER) === 0) return { key, xor, plain }
+      xor.finalize() // frees its slot in the cipher's shared WebAssembly memory
     }
     return undefined
   }

@@ -2,6 +2,9 @@ import type { WgPeerConfig, WgPeerState } from '../wireguard/driver.ts'
 import type { Claim } from '../membership/ipam.ts'
 import type { NodeRecord } from '../gossip/record.ts'
 import type { DesiredPeer } from './endpoint-rotation.ts'
+import { formatEndpoint, hostOf } from '../util/ip.ts'
+
+export { formatEndpoint, hostOf }
 
 // Desired WireGuard peers are a pure function of membership: no I/O here, so it is cheap to
 // recompute on every change and easy to test.
@@ -51,22 +54,8 @@ export function endpointCandidates (record: NodeRecord, connectedHost: string | 
   return dedupe(vouched ? [viaConnection, ...listed] : [...listed, viaConnection])
 }
 
-/** Kept for callers that want one answer: the first candidate. */
-export function chooseEndpoint (record: NodeRecord, connectedHost: string | undefined): string | undefined {
-  return endpointCandidates(record, connectedHost)[0]
-}
-
-/** "1.2.3.4:5" → "1.2.3.4", "[fd00::1]:5" → "fd00::1" */
-export function hostOf (endpoint: string): string {
-  return endpoint.startsWith('[') ? endpoint.slice(1, endpoint.indexOf(']')) : endpoint.slice(0, endpoint.lastIndexOf(':'))
-}
-
 function dedupe (list: string[]): string[] {
   return [...new Set(list)]
-}
-
-export function formatEndpoint (host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }
 
 export interface PeerDiff {

@@ -131,3 +131,13 @@ export function unmapIpv4 (address: string): string | undefined {
   if (ip?.family !== 6 || !ip.bytes.subarray(0, 10).every(b => b === 0) || ip.bytes[10] !== 0xff || ip.bytes[11] !== 0xff) return undefined
   return formatIp({ family: 4, bytes: ip.bytes.subarray(12) })
 }
+
+/** "1.2.3.4:5" and "[fd00::1]:5" from a host and a port */
+export function formatEndpoint (host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+}
+
+/** "1.2.3.4:5" → "1.2.3.4", "[fd00::1]:5" → "fd00::1" */
+export function hostOf (endpoint: string): string {
+  return endpoint.startsWith('[') ? endpoint.slice(1, endpoint.indexOf(']')) : endpoint.slice(0, endpoint.lastIndexOf(':'))
+}
