@@ -7,7 +7,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { createLab, formatTable, labPrerequisites, mapBounded, setupStaticMesh, type Lab } from '../test/e2e/lab.ts'
+import {
+  createLab, formatTable, labPrerequisites, mapBounded, setupStaticMesh, sleep, STATIC_MESH_V4, STATIC_MESH_V6, type Lab, type StaticMeshMember
+} from '../test/e2e/lab.ts'
 
 export const RESULTS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), 'results')
 
@@ -18,6 +20,20 @@ export interface StaticMeshResult {
   allPairsMs: number // from setup start until every ordered pair answered one ping
   /** from setup start until every node lists a completed handshake with every other */
   allHandshakesMs: number
+  /** pre-provisioned join (only at the size the join benchmark uses) */
+  join?: StaticJoinResult
+}
+
+/**
+ * The floor of "join → first ping": a newcomer whose key node1 already has (pre-provisioned,
+ * as nebula and tinc are), timed from its `wireguard-go` start (then keys, peer, addresses,
+ * link up) to the first ping node1 answers, with the same poller as the daemon's join.
+ */
+export interface StaticJoinResult {
+  rounds: number[] // ms per round
+  medianMs: number
+  minMs: number
+  maxMs: number
 }
 
 // Polls the ordered pairs that have not answered yet until all have (or timeoutMs).
@@ -71,7 +87,43 @@ export async function pollHandshakes (lab: Lab, nodes: string[], t0: number, tim
   return done
 }
 
-export async function measureStaticMesh (n = 10): Promise<StaticMeshResult> {
+/** Times `rounds` pre-provisioned joins to the mesh's first member (see StaticJoinResult). */
+async function measureStaticJoin (lab: Lab, first: StaticMeshMember, rounds: number): Promise<StaticJoinResult> {
+  const times: number[] = []
+  for (let r = 1; r <= rounds; r++) {
+    const name = `sj${r}`
+    const n = await lab.addNode(name)
+    const key = (await lab.execOk(name, ['wg', 'genkey'])).trim()
+    const publicKey = (await lab.execOk(name, ['wg', 'pubkey'], { input: `${key}\n` })).trim()
+    const keyFile = join(n.dir, 'wg.key')
+    writeFileSync(keyFile, `${key}\n`, { mode: 0o600 })
+    const port = 51820
+    const v6 = STATIC_MESH_V6(n.index)
+    // provisioned beforehand: node1 already knows the newcomer
+    await lab.execOk(first.node, ['wg', 'set', first.ifname, 'peer', publicKey, 'endpoint', `${n.underlay}:${port}`, 'allowed-ips', `${STATIC_MESH_V4(n.index)}/32,${v6}/128`])
+    const t0 = performance.now()
+    await lab.execOk(name, ['wireguard-go', n.wgIf])
+    await lab.execOk(name, ['wg', 'set', n.wgIf, 'private-key', keyFile, 'listen-port', String(port),
+      'peer', first.publicKey, 'endpoint', `${lab.node(first.node).underlay}:${first.port}`, 'allowed-ips', `${first.ipv4}/32,${first.ipv6}/128`])
+    await lab.execOk(name, ['ip', 'addr', 'add', `${v6}/64`, 'dev', n.wgIf])
+    await lab.execOk(name, ['ip', 'link', 'set', n.wgIf, 'up'])
+    let ms: number | undefined
+    while (performance.now() - t0 < 30_000) {
+      if (await lab.ping(name, first.ipv6, { timeoutMs: 200 })) { ms = Math.round(performance.now() - t0); break }
+      await sleep(50)
+    }
+    await lab.execOk(first.node, ['wg', 'set', first.ifname, 'peer', publicKey, 'remove'])
+    await lab.removeNode(name)
+    if (ms === undefined) throw new Error(`static join round ${r}: no ping within 30 s`)
+    times.push(ms)
+  }
+  const sorted = [...times].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  const median = sorted.length % 2 === 1 ? sorted[mid] ?? 0 : Math.round(((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2)
+  return { rounds: times, medianMs: median, minMs: sorted[0] ?? 0, maxMs: sorted[sorted.length - 1] ?? 0 }
+}
+
+export async function measureStaticMesh (n = 10, joinRounds = 0): Promise<StaticMeshResult> {
   const lab = await createLab()
   try {
     const names = Array.from({ length: n }, (_, i) => `s${i + 1}`)
@@ -87,9 +139,11 @@ export async function measureStaticMesh (n = 10): Promise<StaticMeshResult> {
     const pairs = n * (n - 1)
     if (answered.size < pairs) throw new Error(`static mesh: only ${answered.size}/${pairs} pairs answered`)
     if (shaken.size < pairs) throw new Error(`static mesh: only ${shaken.size}/${pairs} handshakes`)
+    const first = members[0]
     return {
       nodes: n, namespacesMs: Math.round(namespacesMs), setupMs: Math.round(setupMs),
-      allPairsMs: Math.round(Math.max(...answered.values())), allHandshakesMs: Math.round(Math.max(...shaken.values()))
+      allPairsMs: Math.round(Math.max(...answered.values())), allHandshakesMs: Math.round(Math.max(...shaken.values())),
+      ...(joinRounds > 0 && first !== undefined ? { join: await measureStaticJoin(lab, first, joinRounds) } : {})
     }
   } finally {
     await lab.destroy()
