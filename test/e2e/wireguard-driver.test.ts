@@ -355,6 +355,18 @@ describe.skipIf(!canRun)('system WireGuard driver (real devices in network names
     expect(peerOf(await a.read(ifA), keyB.publicKey)!.latestHandshake).toBe(hs)
   })
 
+  it('the new driver\'s first setRoutes removes routes a previous run left; then none wanted means no lookups', async () => {
+    const ours = (): string => must('ip', ['-n', nsA, '-json', '-4', 'route', 'show', 'dev', ifA, 'proto', '87'])
+    must('ip', ['-n', nsA, 'route', 'add', '10.77.0.0/24', 'dev', ifA, 'proto', '87']) // left by the run before the restart
+    expect(await a.setRoutes(ifA, [])).toEqual({ added: [], removed: ['10.77.0.0/24'], skipped: [] })
+    expect(ours()).not.toContain('10.77.0.0')
+    // nothing wanted and nothing added since: the resync no longer asks ip (so this one stays)
+    must('ip', ['-n', nsA, 'route', 'add', '10.77.0.0/24', 'dev', ifA, 'proto', '87'])
+    expect(await a.setRoutes(ifA, [])).toEqual({ added: [], removed: [], skipped: [] })
+    expect(ours()).toContain('10.77.0.0')
+    must('ip', ['-n', nsA, 'route', 'del', '10.77.0.0/24', 'dev', ifA, 'proto', '87'])
+  })
+
   it('destroy deletes the interface and ends wireguard-go; twice is fine', async () => {
     const impl = await a.implementation()
     const pid = wireguardGoPid(ifA)
