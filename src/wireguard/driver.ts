@@ -1,5 +1,6 @@
 // The WireGuard driver boundary. The reconciler computes what it wants and hands it here;
-// this is the only layer that touches the OS (through `ip`, `wg` and `wireguard-go`).
+// this is the only layer that touches the OS (through `ip`, `wg`, `wireguard-go` and its
+// control socket).
 
 /** One peer as we want it configured. */
 export interface WgPeerConfig {
@@ -31,13 +32,16 @@ export interface WgInterfaceConfig {
   addresses: string[]
 }
 
+/**
+ * What read() reports: the WireGuard side only (what the reconciler and status use). Link
+ * state, MTU and addresses are ensureInterface's business; reading them would cost an `ip`.
+ */
 export interface WgDevice {
   name: string
+  /** '' when the device has no private key */
   publicKey: string
   listenPort: number
-  mtu: number
-  up: boolean
-  addresses: string[]
+  /** sorted by public key */
   peers: WgPeerState[]
 }
 

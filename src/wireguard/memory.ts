@@ -137,9 +137,6 @@ export function createMemoryDriver(opts: MemoryDriverOptions = {}): MemoryDriver
         name: d.name,
         publicKey: d.publicKey,
         listenPort: d.listenPort,
-        mtu: d.mtu,
-        up: d.up,
-        addresses: [...d.addresses],
         peers: [...d.peers.values()].map(copyPeer).sort((a, b) => (a.publicKey < b.publicKey ? -1 : a.publicKey > b.publicKey ? 1 : 0))
       }
     },

@@ -1,8 +1,10 @@
 // The real WireGuard driver: kernel device (`ip link add ... type wireguard`) when the kernel
-// has it, else wireguard-go; configured through `wg` and `ip -json`, which behave the same
-// for both. Every command runs through spawn with an argv (never a shell), with a timeout;
-// the private key only ever travels through a FIFO (`wg set IF private-key <fifo>`), never
-// argv, never a regular file.
+// has it, else wireguard-go. wireguard-go's device is read and configured over its control
+// socket directly (uapi.ts: no child process per call, which cost ~10 ms CPU each); the
+// kernel device through `wg`, which is also the fallback; links, addresses and routes
+// through `ip -json`. Every command runs through spawn with an argv (never a shell), with a
+// timeout; the private key only ever travels over the control socket or through a FIFO
+// (`wg set IF private-key <fifo>`), never argv, never a regular file.
 //
 // Decisions worth knowing:
 // - wireguard-go is started WITHOUT -f and in its own session (detached), so it forks away
@@ -37,6 +39,7 @@ import {
   type IpLinkInfo,
   type WgDump
 } from './parse.ts'
+import { encodeSetDevice, encodeSetPeers, isLiteralEndpoint, parseGetReply, parseSetReply, uapiRequest, UapiUnavailableError } from './uapi.ts'
 
 /**
  * Routes we install carry this routing protocol number (unassigned in iproute2's rt_protos),
@@ -244,6 +247,28 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
     return parseWgDump(stdout)
   }
 
+  const socketPath = (name: string): string => join(socketDir, `${name}.sock`)
+
+  /**
+   * One request to wireguard-go's control socket; undefined when there is no userspace
+   * device to ask (a kernel interface, or no socket answering: the caller then uses `wg`).
+   */
+  async function uapi(name: string, request: string): Promise<string | undefined> {
+    if (impl === 'kernel') return undefined
+    try {
+      return await uapiRequest(socketPath(name), request, timeoutMs)
+    } catch (e) {
+      if (e instanceof UapiUnavailableError) return undefined
+      throw e
+    }
+  }
+
+  /** Key, port and peers of the live device: over the socket when it answers, else `wg show dump`. */
+  async function liveDevice(name: string): Promise<WgDump> {
+    const reply = await uapi(name, 'get=1\n\n')
+    return reply === undefined ? await dump(name) : parseGetReply(reply)
+  }
+
   function implFromKind(name: string, kind: string): WgImplementation {
     if (kind === 'wireguard') return 'kernel'
     if (kind === 'tun') return 'userspace'
@@ -289,7 +314,7 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
       const link = await linkInfo(name)
       if (link !== undefined) {
         try {
-          await dump(name)
+          parseGetReply(await uapiRequest(socketPath(name), 'get=1\n\n', timeoutMs))
           break
         } catch (e) {
           if (Date.now() > deadline) throw e
@@ -316,16 +341,24 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
       log('debug', `wireguard: adopting existing ${impl} interface ${name}`, { name, implementation: impl })
     }
 
-    // Key and port: one `wg set`, only what differs.
-    const live = await dump(name)
-    const portArgs = cfg.listenPort !== 0 && live.listenPort !== cfg.listenPort ? ['listen-port', String(cfg.listenPort)] : []
+    // Key and port: one set, only what differs.
+    const live = await liveDevice(name)
+    const newPort = cfg.listenPort !== 0 && live.listenPort !== cfg.listenPort ? cfg.listenPort : undefined
+    const portArgs = newPort === undefined ? [] : ['listen-port', String(newPort)]
     const wantPublic = wgPublicKeyFromPrivate(cfg.privateKey)
-    if (live.publicKey !== wantPublic) {
-      await setWithPrivateKey(name, cfg.privateKey, portArgs)
-      log('info', `wireguard: set private key of ${name} (public key ${wantPublic})`, { name, publicKey: wantPublic })
+    const newKey = live.publicKey !== wantPublic ? cfg.privateKey : undefined
+    if (impl === 'userspace') {
+      const request = encodeSetDevice({ privateKey: newKey, listenPort: newPort })
+      if (request !== undefined) {
+        log('debug', `wireguard: uapi set ${name}${newKey === undefined ? '' : ' private-key (hidden)'} ${portArgs.join(' ')}`.trimEnd(), { name })
+        parseSetReply(await uapiRequest(socketPath(name), request, timeoutMs))
+      }
+    } else if (newKey !== undefined) {
+      await setWithPrivateKey(name, newKey, portArgs)
     } else if (portArgs.length > 0) {
       await change('wg', ['set', name, ...portArgs])
     }
+    if (newKey !== undefined) log('info', `wireguard: set private key of ${name} (public key ${wantPublic})`, { name, publicKey: wantPublic })
 
     // MTU and link state.
     const linkArgs: string[] = []
@@ -344,15 +377,15 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
     }
   }
 
+  // Called every reconcile and every status: no `ip` here, and for wireguard-go no process at all.
   async function read(name: string): Promise<WgDevice | undefined> {
     validateInterfaceName(name)
-    const link = await linkInfo(name)
-    if (link === undefined) return undefined
     let d: WgDump
     try {
-      d = await dump(name)
+      d = await liveDevice(name)
     } catch (e) {
-      // Deleted between the two commands: that is "does not exist", not an error.
+      // wg's words for a missing device vary ("No such device", "Protocol not supported"
+      // without the kernel module): ask ip whether it exists before calling this an error.
       if (await linkInfo(name) === undefined) return undefined
       throw e
     }
@@ -360,9 +393,6 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
       name,
       publicKey: d.publicKey,
       listenPort: d.listenPort,
-      mtu: link.mtu,
-      up: link.up,
-      addresses: link.addresses,
       peers: d.peers.sort((a, b) => (a.publicKey < b.publicKey ? -1 : a.publicKey > b.publicKey ? 1 : 0))
     }
   }
@@ -370,7 +400,19 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
   async function setPeers(name: string, upserts: WgPeerConfig[], removals: string[]): Promise<void> {
     const argv = buildWgSetArgv(name, upserts, removals)
     if (argv === undefined) return
+    // the socket takes only IP endpoints; `wg` resolves host names
+    const request = upserts.every((p) => p.endpoint === undefined || isLiteralEndpoint(p.endpoint)) ? encodeSetPeers(upserts, removals) : undefined
     await locked(name, async () => {
+      if (request !== undefined) {
+        const reply = await uapi(name, request)
+        if (reply !== undefined) {
+          log('debug', `wireguard: uapi set ${name}: ${upserts.length} upserts, ${removals.length} removals`, {
+            name, upserts: upserts.length, removals: removals.length
+          })
+          parseSetReply(reply)
+          return
+        }
+      }
       log('debug', `wireguard: wg set ${name}: ${upserts.length} upserts, ${removals.length} removals`, {
         name, upserts: upserts.length, removals: removals.length
       })
@@ -385,6 +427,12 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
   }
 
   const warnedSkipped = new Map<string, string>()
+  /**
+   * Interfaces where a setRoutes wanting none has run and nothing was added since: another
+   * empty setRoutes (every periodic resync) has nothing to find, so it runs no `ip`. The
+   * first call after start-up always looks, to remove what a previous run left.
+   */
+  const routesClean = new Set<string>()
 
   /** The routes through `name` that carry our protocol mark, both families. */
   async function ourRoutes(name: string): Promise<string[]> {
@@ -402,6 +450,8 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
     validateInterfaceName(name)
     const want = normaliseAllowedIps(routesIn)
     return await locked(name, async () => {
+      if (want.length === 0 && routesClean.has(name)) return { added: [], removed: [], skipped: [] }
+      routesClean.delete(name)
       const have = await ourRoutes(name)
       const removed = have.filter((r) => !want.includes(r))
       for (const r of removed) await change('ip', ['route', 'del', r, 'dev', name, 'proto', ROUTE_PROTOCOL])
@@ -423,6 +473,7 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
         warnedSkipped.set(name, skippedKey)
         if (skipped.length > 0) log('warn', `wireguard: not routing ${skipped.join(', ')} via ${name}: a route to the same prefix exists that w2wesher did not make`, { name, skipped })
       }
+      if (want.length === 0) routesClean.add(name)
       return { added, removed, skipped }
     })
   }
@@ -452,6 +503,7 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
   async function destroy(name: string): Promise<void> {
     validateInterfaceName(name)
     await locked(name, async () => {
+      routesClean.delete(name)
       const link = await linkInfo(name)
       if (link === undefined) {
         log('debug', `wireguard: ${name} already gone`, { name })
@@ -466,7 +518,7 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
       if (link.kind !== 'tun') return
       // wireguard-go notices its tun is gone, exits and removes its socket (a few ms).
       // Wait for that so an immediate re-create with the same name cannot race it.
-      const sock = `${socketDir}/${name}.sock`
+      const sock = socketPath(name)
       const deadline = Date.now() + 3000
       while (existsSync(sock) && Date.now() < deadline) await sleep(10)
       if (existsSync(sock)) log('warn', `wireguard: ${sock} still exists 3 s after deleting ${name}`, { name })

@@ -17,6 +17,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RouteChange, WgDevice, WgImplementation, WgInterfaceConfig, WgPeerConfig } from '../../src/wireguard/driver.ts'
 import { generateWgKeyPair } from '../../src/wireguard/keys.ts'
+import { parseIpJson, type IpLinkInfo } from '../../src/wireguard/parse.ts'
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const DRIVER_URL = pathToFileURL(resolve(REPO, 'src/wireguard/system.ts')).href
@@ -114,9 +115,9 @@ function startRemote (ns: string): RemoteDriver {
   }
 }
 
-/** Mutating commands the driver ran (it logs each one at debug as "wireguard: ip …" / "wireguard: wg …"). */
+/** Mutating commands the driver ran (it logs each one at debug as "wireguard: ip …" / "wireguard: wg …" / "wireguard: uapi …"). */
 const mutations = (logs: Array<{ msg: string }>): string[] =>
-  logs.map((l) => l.msg).filter((m) => /^wireguard: (ip|wg) /.test(m))
+  logs.map((l) => l.msg).filter((m) => /^wireguard: (ip|wg|uapi) /.test(m))
 
 /** pid of the wireguard-go serving `ifname` (exact argv match, read-only). */
 function wireguardGoPid (ifname: string): number | undefined {
@@ -171,6 +172,8 @@ describe.skipIf(!canRun)('system WireGuard driver (real devices in network names
 
   const ping = (ns: string, addr: string) => sh('ip', ['netns', 'exec', ns, 'ping', '-c', '1', '-W', '2', addr])
   const peerOf = (dev: WgDevice | undefined, key: string) => dev?.peers.find((p) => p.publicKey === key)
+  /** MTU, state and addresses as `ip` sees them (read() reports the WireGuard side only) */
+  const link = (ns: string, ifname: string): IpLinkInfo => parseIpJson(must('ip', ['-n', ns, '-json', '-d', 'addr', 'show', 'dev', ifname]))
 
   beforeAll(() => {
     for (const ifname of [ifA, ifB]) {
@@ -220,11 +223,12 @@ describe.skipIf(!canRun)('system WireGuard driver (real devices in network names
     expect(['kernel', 'userspace']).toContain(impl)
     const logs = await a.logs()
     console.info(`ensureInterface (create, ${impl}) took ${ms} ms; ${logs.find((l) => /started|created/.test(l.msg))?.msg ?? ''}`)
+    // wireguard-go gets its key and port over its control socket (the key never in a log)
+    if (impl === 'userspace') expect(mutations(logs)).toContain(`wireguard: uapi set ${ifA} private-key (hidden) listen-port 10042`)
+    expect(JSON.stringify(logs)).not.toContain(keyA.privateKey)
 
-    expect(await a.read(ifA)).toEqual({
-      name: ifA, publicKey: keyA.publicKey, listenPort: 10042, mtu: 1380, up: true,
-      addresses: ['198.18.200.1/24', 'fd00:1::1/64'], peers: []
-    })
+    expect(await a.read(ifA)).toEqual({ name: ifA, publicKey: keyA.publicKey, listenPort: 10042, peers: [] })
+    expect(link(nsA, ifA)).toMatchObject({ mtu: 1380, up: true, addresses: ['198.18.200.1/24', 'fd00:1::1/64'] })
     expect((await b.read(ifB))!.publicKey).toBe(keyB.publicKey)
     if (impl === 'userspace') expect(wireguardGoPid(ifA)).toBeGreaterThan(0)
   })
@@ -239,6 +243,7 @@ describe.skipIf(!canRun)('system WireGuard driver (real devices in network names
     await a.logs()
     await a.setPeers(ifA, [peerBonA, peerConA], [])
     await b.setPeers(ifB, [peerAonB], [])
+    if (await a.implementation() === 'userspace') expect(mutations(await a.logs())).toEqual([`wireguard: uapi set ${ifA}: 2 upserts, 0 removals`])
     const devA = (await a.read(ifA))!
     expect(devA.peers.map((p) => p.publicKey).sort()).toEqual([keyB.publicKey, keyC.publicKey].sort())
     expect(peerOf(devA, keyB.publicKey)).toMatchObject({
@@ -301,15 +306,11 @@ describe.skipIf(!canRun)('system WireGuard driver (real devices in network names
     must('ip', ['-n', nsA, 'addr', 'add', '198.18.200.77/24', 'dev', ifA])
     must('ip', ['-n', nsA, 'addr', 'add', 'fe80::77/64', 'dev', ifA])
     await a.ensureInterface({ ...cfgA, mtu: 1300, addresses: ['fd00:1::1/80', '198.18.200.1/24'] })
-    let dev = (await a.read(ifA))!
-    expect(dev.addresses).toEqual(['198.18.200.1/24', 'fd00:1::1/80'])
-    expect(dev.mtu).toBe(1300)
+    expect(link(nsA, ifA)).toMatchObject({ mtu: 1300, addresses: ['198.18.200.1/24', 'fd00:1::1/80'] })
     expect(must('ip', ['-n', nsA, '-json', 'addr', 'show', 'dev', ifA])).toContain('fe80::77')
     await a.ensureInterface(cfgA)
-    dev = (await a.read(ifA))!
-    expect(dev.addresses).toEqual(['198.18.200.1/24', 'fd00:1::1/64'])
-    expect(dev.mtu).toBe(1380)
-    expect(dev.peers).toHaveLength(1) // never touched
+    expect(link(nsA, ifA)).toMatchObject({ mtu: 1380, addresses: ['198.18.200.1/24', 'fd00:1::1/64'] })
+    expect((await a.read(ifA))!.peers).toHaveLength(1) // never touched
     expect(ping(nsA, 'fd00:1::2').code).toBe(0)
   })
 
@@ -352,6 +353,18 @@ describe.skipIf(!canRun)('system WireGuard driver (real devices in network names
     expect(await a.implementation()).toBe(impl)
     expect(mutations(await a.logs())).toEqual([])
     expect(peerOf(await a.read(ifA), keyB.publicKey)!.latestHandshake).toBe(hs)
+  })
+
+  it('the new driver\'s first setRoutes removes routes a previous run left; then none wanted means no lookups', async () => {
+    const ours = (): string => must('ip', ['-n', nsA, '-json', '-4', 'route', 'show', 'dev', ifA, 'proto', '87'])
+    must('ip', ['-n', nsA, 'route', 'add', '10.77.0.0/24', 'dev', ifA, 'proto', '87']) // left by the run before the restart
+    expect(await a.setRoutes(ifA, [])).toEqual({ added: [], removed: ['10.77.0.0/24'], skipped: [] })
+    expect(ours()).not.toContain('10.77.0.0')
+    // nothing wanted and nothing added since: the resync no longer asks ip (so this one stays)
+    must('ip', ['-n', nsA, 'route', 'add', '10.77.0.0/24', 'dev', ifA, 'proto', '87'])
+    expect(await a.setRoutes(ifA, [])).toEqual({ added: [], removed: [], skipped: [] })
+    expect(ours()).toContain('10.77.0.0')
+    must('ip', ['-n', nsA, 'route', 'del', '10.77.0.0/24', 'dev', ifA, 'proto', '87'])
   })
 
   it('destroy deletes the interface and ends wireguard-go; twice is fine', async () => {

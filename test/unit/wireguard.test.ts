@@ -287,12 +287,10 @@ describe('memory driver', () => {
     await d.ensureInterface(cfg)
     expect(d.implementation()).toBe('memory')
     const dev = await d.read('w2wmem0')
-    expect(dev).toEqual({
-      name: 'w2wmem0', publicKey: keyA.publicKey, listenPort: 10042, mtu: 1380, up: true,
-      addresses: ['198.18.200.1/24', 'fd00:1::1/64'], peers: []
-    })
-    dev!.addresses.push('mutated')
-    expect((await d.read('w2wmem0'))!.addresses).toEqual(['198.18.200.1/24', 'fd00:1::1/64'])
+    expect(dev).toEqual({ name: 'w2wmem0', publicKey: keyA.publicKey, listenPort: 10042, peers: [] })
+    expect(d.devices.get('w2wmem0')).toMatchObject({ mtu: 1380, up: true, addresses: ['198.18.200.1/24', 'fd00:1::1/64'] })
+    dev!.peers.push({ publicKey: keyA.publicKey, allowedIps: [], persistentKeepalive: 0, latestHandshake: 0, rxBytes: 0, txBytes: 0 })
+    expect((await d.read('w2wmem0'))!.peers).toEqual([])
 
     await d.ensureInterface({ ...cfg, addresses: ['198.18.200.1/24', 'fd00:1::1/64'] })
     expect(d.calls).toEqual([
