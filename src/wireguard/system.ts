@@ -310,17 +310,16 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
     // Normally the tun already exists when the parent exits; wait for it (and for the
     // control socket to answer) to be safe.
     const deadline = Date.now() + startTimeoutMs
+    // wireguard-go opens the socket after creating the tun: one answer means both are there.
     for (;;) {
-      const link = await linkInfo(name)
-      if (link !== undefined) {
-        try {
-          parseGetReply(await uapiRequest(socketPath(name), 'get=1\n\n', timeoutMs))
-          break
-        } catch (e) {
-          if (Date.now() > deadline) throw e
+      try {
+        parseGetReply(await uapiRequest(socketPath(name), 'get=1\n\n', timeoutMs))
+        break
+      } catch (e) {
+        if (Date.now() > deadline) {
+          if (await linkInfo(name) === undefined) throw new Error(`${wireguardGo} ${name} exited 0 but interface ${name} did not appear within ${startTimeoutMs} ms`)
+          throw e
         }
-      } else if (Date.now() > deadline) {
-        throw new Error(`${wireguardGo} ${name} exited 0 but interface ${name} did not appear within ${startTimeoutMs} ms`)
       }
       await sleep(20)
     }
@@ -360,21 +359,25 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
     }
     if (newKey !== undefined) log('info', `wireguard: set private key of ${name} (public key ${wantPublic})`, { name, publicKey: wantPublic })
 
-    // MTU and link state.
+    // MTU, link state and addresses in one `ip -batch` (each process costs the daemon a fork,
+    // tens of ms on a busy start): unwanted addresses go first, so a prefix-length change can re-add.
+    const commands: string[][] = []
     const linkArgs: string[] = []
     if (link.mtu !== cfg.mtu) linkArgs.push('mtu', String(cfg.mtu))
     if (!link.up) linkArgs.push('up')
-    if (linkArgs.length > 0) await change('ip', ['link', 'set', 'dev', name, ...linkArgs])
-
-    // Addresses: remove unwanted first (so a prefix-length change can re-add), then add.
+    if (linkArgs.length > 0) commands.push(['link', 'set', 'dev', name, ...linkArgs])
     const want = new Set(cfg.addresses)
     const have = new Set(link.addresses)
-    for (const a of link.addresses) {
-      if (!want.has(a)) await change('ip', ['addr', 'del', a, 'dev', name])
-    }
-    for (const a of cfg.addresses) {
-      if (!have.has(a)) await change('ip', ['addr', 'add', a, 'dev', name])
-    }
+    for (const a of link.addresses) if (!want.has(a)) commands.push(['addr', 'del', a, 'dev', name])
+    for (const a of cfg.addresses) if (!have.has(a)) commands.push(['addr', 'add', a, 'dev', name])
+    if (commands.length === 1) await change('ip', commands[0] as string[])
+    else if (commands.length > 1) await ipBatch(commands)
+  }
+
+  /** Several `ip` commands in one process; stops at the first failure (its stderr names the line). */
+  async function ipBatch(commands: string[][]): Promise<void> {
+    for (const c of commands) log('debug', `wireguard: ip ${c.join(' ')}`, { cmd: 'ip', args: c.length })
+    await runCommand(ipCmd, ['-batch', '-'], { timeoutMs, env, input: `${commands.map(c => c.join(' ')).join('\n')}\n` })
   }
 
   // Called every reconcile and every status: no `ip` here, and for wireguard-go no process at all.
