@@ -414,13 +414,14 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     digest: () => membership.digest(),
     envelope: peerId => membership.envelope(peerId)
   })
-  // The interface (with the peers restored from the dump) and the libp2p host come up side by
-  // side: neither waits for the other, and tunnels from the dump work before any network contact.
+  // The interface (with the peers restored from the dump) comes up before the libp2p host:
+  // tunnels from the dump work before any network contact, and on a join the interface is the
+  // critical path to the first packet; started side by side, each of its steps waited behind
+  // the burst of work the new connections bring (measured: 2.5 s instead of 0.4 s under load).
   // routes restored from the dump go into the first apply: a restart must not drop them
   reviewRoutes()
-  const interfaceReady = reconciler.runNow().then(() => {
-    log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
-  })
+  await reconciler.runNow()
+  log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
   await host.start()
   log.info({ listen: host.getMultiaddrs().map(String), mdns: config.mdns, dht: config.dht }, 'libp2p listening')
   await announce()
@@ -452,7 +453,6 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     }
   }, 1000)
   interfacesTimer.unref()
-  await interfaceReady
 
   // Liveness: a periodic refresh (jittered so members do not beat in step) tells the others
   // we are alive even when nothing changed.
