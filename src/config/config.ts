@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
-import { z } from 'zod'
+import * as z from 'zod'
 import { parse as parseYaml } from 'yaml'
 import { meshSeed, parsePsk, type Psk } from './psk.ts'
 import { DEFAULT_PORT, parseBootstrap, parseListen } from './addresses.ts'
