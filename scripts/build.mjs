@@ -3,20 +3,7 @@
 // `genpsk` start fast. One read per chunk instead of hundreds of modules.
 import { build } from 'esbuild'
 import { rm } from 'node:fs/promises'
+import { buildOptions } from './build-options.mjs'
 
-await rm('dist', { recursive: true, force: true })
-await build({
-  entryPoints: { w2wesher: 'cmd/w2wesher.ts' },
-  outdir: 'dist',
-  outExtension: { '.js': '.mjs' },
-  chunkNames: 'chunks/[name]-[hash]',
-  bundle: true,
-  splitting: true,
-  platform: 'node',
-  format: 'esm',
-  target: 'node20',
-  sourcemap: 'linked',
-  // some dependencies still call require(); give the ESM bundle one
-  banner: { js: "import { createRequire as __w2wCreateRequire } from 'node:module'; const require = __w2wCreateRequire(import.meta.url);" },
-  logLevel: 'warning'
-})
+await rm(buildOptions.outdir, { recursive: true, force: true })
+await build(buildOptions)

@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
-import { z } from 'zod'
-import { parse as parseYaml } from 'yaml'
+import * as z from 'zod'
 import { meshSeed, parsePsk, type Psk } from './psk.ts'
 import { DEFAULT_PORT, parseBootstrap, parseListen } from './addresses.ts'
 import { ipv4Range, ula64, type OverlayRange } from '../membership/ipam.ts'
@@ -240,6 +239,10 @@ async function readYaml (path: string): Promise<RawConfig> {
   } catch (err) {
     throw new ConfigError('config', `cannot read config file "${path}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
   }
+  // Loaded only with a config file: flags and environment alone never pay for the parser.
+  // yaml is CommonJS: the bundle's dynamic import gives only its default export.
+  const yaml = await import('yaml') as typeof import('yaml') & { default?: typeof import('yaml') }
+  const parseYaml = yaml.default?.parse ?? yaml.parse
   let data: unknown
   try {
     data = parseYaml(text)

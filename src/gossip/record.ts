@@ -1,5 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net'
-import { z } from 'zod'
+import * as z from 'zod'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import { canonicalIp, MAX_COUNTER } from '../membership/ipam.ts'
