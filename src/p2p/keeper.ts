@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { connect } from 'node:net'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId, PeerInfo } from '@libp2p/interface'
@@ -6,8 +7,15 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { tcpTarget, type Host } from './host.ts'
 import type { Logger } from '../log.ts'
 
-// Keeps every known member connected. Bootstrap addresses are dialled until we know somebody;
+// Keeps members connected. Bootstrap addresses are dialled until we know somebody; kept
 // members are redialled forever with capped, jittered backoff, so a partition heals by itself.
+// A small mesh (up to fullMeshUpTo members) keeps every member connected. A larger one keeps
+// only `keep` members per node, chosen by a hash of the pair (every node its own random
+// choice: a random k-out graph, connected with high probability for k >= 3): gossip and the
+// digest sync only need a connected overlay, and each connection costs a handshake, pings
+// and gossipsub state. Members whose dials keep failing do not count towards `keep`, so
+// reachable ones stand in for them while they are still retried. WireGuard tunnels stay a
+// full mesh: they come from the records, not from these connections.
 // Ties: after a disconnect only the lower peer id redials at once; the higher one waits a
 // little longer and dials only if the connection has not come back by then.
 // Strangers found on the LAN (mDNS) are dialled once; a stranger that fails (another mesh,
@@ -25,6 +33,10 @@ export interface KeeperOptions {
   maxBackoffMs?: number
   /** cap of the retry delay for strangers found on the LAN that failed */
   maxStrangerBackoffMs?: number
+  /** up to this many members, keep all of them connected (default FULL_MESH_UP_TO) */
+  fullMeshUpTo?: number
+  /** in a larger mesh, keep this many members connected (default KEEP) */
+  keep?: number
 }
 
 export interface Keeper {
@@ -43,6 +55,10 @@ interface TargetState {
   everConnected: boolean
   /** when the DHT was last asked for this member's addresses */
   lookedUpAt: number
+  /** this node's rank key for the member (lower: kept first) */
+  score: string
+  /** we dial and redial it (see the top of the file) */
+  kept: boolean
 }
 
 interface StrangerState {
@@ -64,12 +80,24 @@ const MAX_STRANGERS = 256
 const STRANGER_BURST = 10
 /** at most one DHT lookup per member in this time */
 const DHT_LOOKUP_INTERVAL_MS = 10_000
+/** meshes up to this many members (besides us) stay fully connected */
+export const FULL_MESH_UP_TO = 16
+/** members each node keeps connected in a larger mesh */
+export const KEEP = 8
+/** dials failed in a row after which a member no longer counts towards `keep` */
+const FAILING_AFTER = 3
+/** a stranger found on the LAN while we know members: give gossip this long to make it one */
+const STRANGER_GRACE_MS = 10_000
+/** TCP probes for the PSK hint: at most one per address in this time */
+const PSK_PROBE_INTERVAL_MS = 30_000
 
 export function createKeeper (opts: KeeperOptions): Keeper {
   const { host, log } = opts
   const base = opts.baseBackoffMs ?? 500
   // 15 s: after a partition the first redial comes within ~19 s (with jitter), cheap enough idle
   const cap = opts.maxBackoffMs ?? 15_000
+  const fullMeshUpTo = opts.fullMeshUpTo ?? FULL_MESH_UP_TO
+  const keep = opts.keep ?? KEEP
   const strangerCap = opts.maxStrangerBackoffMs ?? 300_000
   const targets = new Map<string, TargetState>()
   const strangers = new Map<string, StrangerState>()
@@ -77,6 +105,8 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   let tokensAt = Date.now()
   /** per address: protected handshakes failed in a row although TCP answers */
   const pskSuspects = new Map<string, { count: number, warnedAt: number }>()
+  /** per address: when plain TCP was last probed for the PSK hint */
+  const pskProbedAt = new Map<string, number>()
   let stopped = false
   let bootstrapFailures = 0
   let bootstrapTimer: NodeJS.Timeout | undefined
@@ -89,14 +119,14 @@ export function createKeeper (opts: KeeperOptions): Keeper {
 
   function schedule (peerId: string, delay: number): void {
     const state = targets.get(peerId)
-    if (stopped || state === undefined || state.dialing) return
+    if (stopped || state === undefined || state.dialing || !state.kept) return
     if (state.timer !== undefined) clearTimeout(state.timer)
     state.timer = setTimeout(() => { state.timer = undefined; void dial(peerId) }, delay)
   }
 
   async function dial (peerId: string): Promise<void> {
     const state = targets.get(peerId)
-    if (stopped || state === undefined || state.dialing || connected(peerId)) return
+    if (stopped || state === undefined || state.dialing || !state.kept || connected(peerId)) return
     state.dialing = true
     const id = peerIdFromString(peerId)
     try {
@@ -111,10 +141,35 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       log.debug({ peer: peerId, err: errText(err), retryMs: Math.round(retryMs) }, 'dial failed; will retry')
       void hintPsk(state.addrs, err)
       state.dialing = false
+      // failing now: somebody reachable stands in for it in `keep`
+      if (state.failures === FAILING_AFTER) choose()
       schedule(peerId, retryMs)
       return
     }
     state.dialing = false
+  }
+
+  /**
+   * Which members we keep connected: all in a small mesh; else the `keep` lowest-ranked
+   * members that are not failing, plus the failing ones ranked before them (still retried).
+   * Newly kept members are dialled; dropped ones are no longer redialled (their connections
+   * stay until they close).
+   */
+  function choose (): void {
+    const ranked = [...targets.entries()].sort((a, b) => a[1].score < b[1].score ? -1 : a[1].score > b[1].score ? 1 : 0)
+    let healthy = 0
+    for (const [peerId, state] of ranked) {
+      const kept = targets.size <= fullMeshUpTo || healthy < keep
+      if (kept && (state.failures < FAILING_AFTER || connected(peerId))) healthy++
+      if (kept === state.kept) continue
+      state.kept = kept
+      if (!kept) {
+        if (state.timer !== undefined) { clearTimeout(state.timer); state.timer = undefined }
+      } else if (!connected(peerId)) {
+        // a member we are not connected to may not know us yet: dial at once
+        schedule(peerId, 0)
+      }
+    }
   }
 
   /**
@@ -160,7 +215,12 @@ export function createKeeper (opts: KeeperOptions): Keeper {
     if (strangerTokens < 1) return // it answers again at the next mDNS round
     strangerTokens--
     const s = state
-    s.timer = setTimeout(() => { s.timer = undefined; void dialStranger(peer.id, addrs, s) }, opts.self < peerId ? 0 : TIE_YIELD_MS * 2)
+    // Knowing members (or a bootstrap to learn them from), a stranger of our mesh usually
+    // becomes a member by gossip within seconds, and then the member logic decides: dial
+    // only one that stays a stranger (an island of the mesh that formed apart). Else a fleet
+    // starting together would dial every pair at once. Knowing nobody, dial at once.
+    const grace = targets.size > 0 || opts.bootstrap.length > 0 ? STRANGER_GRACE_MS : 0
+    s.timer = setTimeout(() => { s.timer = undefined; void dialStranger(peer.id, addrs, s) }, grace + (opts.self < peerId ? 0 : TIE_YIELD_MS * 2))
   }
 
   async function dialStranger (id: PeerId, addrs: Multiaddr[], state: StrangerState): Promise<void> {
@@ -230,6 +290,12 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       const target = tcpTarget(ma)
       if (target === undefined) continue
       const key = `${target.host}:${target.port}`
+      // one probe per address per interval: a crowd of failed dials (a fleet starting, a
+      // loaded machine) must not double as a crowd of TCP probes
+      const now = Date.now()
+      if (now - (pskProbedAt.get(key) ?? 0) < PSK_PROBE_INTERVAL_MS) continue
+      if (pskProbedAt.size >= MAX_STRANGERS * 4) pskProbedAt.clear()
+      pskProbedAt.set(key, now)
       if (!await tcpReachable(target.host, target.port)) { pskSuspects.delete(key); continue }
       const suspect = pskSuspects.get(key) ?? { count: 0, warnedAt: 0 }
       suspect.count++
@@ -253,7 +319,12 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   })
   host.addEventListener('peer:connect', evt => {
     const state = targets.get(evt.detail.toString())
-    if (state !== undefined) { state.everConnected = true; state.failures = 0 }
+    if (state === undefined) return
+    const wasFailing = state.failures >= FAILING_AFTER
+    state.everConnected = true
+    state.failures = 0
+    // back from failing: it counts towards `keep` again, a stand-in is no longer needed
+    if (wasFailing) choose()
   })
 
   const onLanPeer = (evt: CustomEvent<PeerInfo>): void => { discovered(evt.detail) }
@@ -274,10 +345,10 @@ export function createKeeper (opts: KeeperOptions): Keeper {
         const state = targets.get(peerId)
         if (state !== undefined) { state.addrs = parsed; continue }
         forgetStranger(peerId)
-        targets.set(peerId, { addrs: parsed, failures: 0, dialing: false, everConnected: false, lookedUpAt: 0 })
-        // A member we have never been connected to may not know us yet: dial at once.
-        if (!connected(peerId)) schedule(peerId, 0)
+        const score = createHash('sha256').update(`${opts.self}/${peerId}`).digest('hex')
+        targets.set(peerId, { addrs: parsed, failures: 0, dialing: false, everConnected: false, lookedUpAt: 0, score, kept: false })
       }
+      choose()
     },
     discovered,
     stop () {

@@ -118,6 +118,72 @@ describe('peers found on the LAN', () => {
   }, 30_000)
 })
 
+describe('how many members the keeper keeps connected', () => {
+  /** a host that dials nothing: each dial is recorded and fails, or succeeds without a connection */
+  async function recordingHost (fails: (peer: string) => boolean): Promise<{ host: Host, dialled: string[] }> {
+    const host = await testHost(await generateKeyPair('Ed25519'), psk, ['/ip4/127.0.0.1/tcp/0'])
+    cleanup.push(async () => { await host.stop() })
+    const dialled: string[] = []
+    host.dial = (async (target: Parameters<Host['dial']>[0]) => {
+      const peer = String(target)
+      dialled.push(peer)
+      if (fails(peer)) throw new Error('refused')
+      return undefined as never
+    }) as Host['dial']
+    return { host, dialled }
+  }
+  const members = async (n: number): Promise<Map<string, string[]>> => new Map(await Promise.all(Array.from({ length: n }, async (_, i) =>
+    [peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString(), [`/ip4/10.9.1.${i + 1}/tcp/10042`]] as [string, string[]])))
+
+  it('a small mesh: every member; a large one: a bounded set, the same on every update', async () => {
+    const small = await recordingHost(() => false)
+    const k1 = createKeeper({ host: small.host, self: small.host.peerId.toString(), bootstrap: [], log: captureLog().log, fullMeshUpTo: 16, keep: 8 })
+    cleanup.push(() => k1.stop())
+    k1.setTargets(await members(16))
+    await sleep(300)
+    expect(new Set(small.dialled).size).toBe(16)
+
+    const large = await recordingHost(() => false)
+    const k2 = createKeeper({ host: large.host, self: large.host.peerId.toString(), bootstrap: [], log: captureLog().log, fullMeshUpTo: 16, keep: 8 })
+    cleanup.push(() => k2.stop())
+    const forty = await members(40)
+    k2.setTargets(forty)
+    await sleep(300)
+    const first = new Set(large.dialled)
+    expect(first.size).toBe(8)
+    // a membership update (one more member) does not reshuffle the choice: at most one swap
+    const more = new Map([...forty, ...(await members(1))])
+    k2.setTargets(more)
+    await sleep(300)
+    expect(new Set(large.dialled).size).toBeLessThanOrEqual(9)
+  }, 20_000)
+
+  it('members that keep failing get stand-ins and are still retried; when all fail, all are tried', async () => {
+    const forty = await members(40)
+    let failing = new Set<string>()
+    const { host, dialled } = await recordingHost(peer => failing.has(peer) || failing.has('*'))
+    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, fullMeshUpTo: 16, keep: 8, baseBackoffMs: 20, maxBackoffMs: 200 })
+    cleanup.push(() => keeper.stop())
+    failing = new Set(['*'])
+    keeper.setTargets(forty)
+    // each failing member is dropped from the count after 3 failures: stand-ins follow until
+    // every member is being tried (a partition: nobody is given up)
+    await waitFor('every member to be dialled', () => new Set(dialled).size === 40, 10_000)
+    const counts = new Map<string, number>()
+    for (const p of dialled) counts.set(p, (counts.get(p) ?? 0) + 1)
+    expect([...counts.values()].filter(c => c >= 3).length).toBeGreaterThanOrEqual(8)
+  }, 20_000)
+
+  it('with a bootstrap to learn members from, a stranger on the LAN is not dialled at once', async () => {
+    const { host, dialled } = await recordingHost(() => true)
+    const keeper = keeperFor(host, captureLog().log, ['/ip4/10.9.2.1/tcp/10042'])
+    keeper.discovered({ id: peerIdFromPrivateKey(await generateKeyPair('Ed25519')), multiaddrs: [multiaddr('/ip4/10.9.2.2/tcp/10042')] })
+    await sleep(TIE_WAIT_MS)
+    expect(dialled.filter(d => d.includes('10.9.2.2'))).toEqual([])
+    expect(dialled.some(d => d.includes('10.9.2.1'))).toBe(true)
+  }, 20_000)
+})
+
 describe('DHT peer routing', () => {
   /**
    * A joins through B. C is connected to B only, and C's record lists no address, so gossip
