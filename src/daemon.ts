@@ -2,7 +2,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Config } from './config/config.ts'
 import { meshSeed } from './config/psk.ts'
 import { loadIdentity, type Identity } from './identity/identity.ts'
-import { createHost, ipOf, type Host } from './p2p/host.ts'
+import { createHost, ipOf, queryLan, type Host } from './p2p/host.ts'
 import { createKeeper, type Keeper } from './p2p/keeper.ts'
 import { startGossip, type Gossip } from './gossip/gossip.ts'
 import { signRecord, RECORD_VERSION, MAX_REVOKES, type NodeRecord, type RecordClaim } from './gossip/record.ts'
@@ -424,7 +424,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   await host.start()
   log.info({ listen: host.getMultiaddrs().map(String), mdns: config.mdns, dht: config.dht }, 'libp2p listening')
   await announce()
-  keeper = createKeeper({ host, self, bootstrap: config.bootstrap, log })
+  keeper = createKeeper({ host, self, bootstrap: config.bootstrap, log, queryLan: config.mdns ? () => { queryLan(host, ulaSeed) } : undefined })
   onMembershipChange()
   host.addEventListener('peer:connect', () => reconciler.schedule())
   host.addEventListener('self:peer:update', () => { void announce() })

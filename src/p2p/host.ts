@@ -86,8 +86,11 @@ export async function createHost (opts: HostOptions) {
       ping: ping(),
       pubsub: gossipsub(GOSSIPSUB_OPTIONS),
       // mDNS answers with addressManager.getAddresses(), i.e. after the announce filter above:
-      // never loopback, link-local or overlay addresses
-      ...(opts.mdns === true ? { mdns: mdns({ serviceTag: mdnsServiceTag(opts.meshSeed ?? meshSeed(opts.psk)) }) } : {}),
+      // never loopback, link-local or overlay addresses. Every answer reaches every node on
+      // the segment, so N nodes querying every 10 s (the default) cost each of them N²/10
+      // answers a second: query rarely here, and often only while we know nobody (the
+      // keeper, via queryLan).
+      ...(opts.mdns === true ? { mdns: mdns({ serviceTag: mdnsServiceTag(opts.meshSeed ?? meshSeed(opts.psk)), interval: MDNS_QUERY_MS }) } : {}),
       ...(opts.dht === true ? { dht: await dhtService() } : {})
     }
   })
@@ -102,6 +105,15 @@ export async function createHost (opts: HostOptions) {
 export function mdnsServiceTag (seed: string): string {
   const digest = createHash('sha256').update(`w2wesher/mdns/${seed}`).digest()
   return `_w2w-${digest.subarray(0, 5).toString('hex')}._udp.local`
+}
+
+/** how often every node asks the LAN anyway (islands of one mesh that formed apart merge) */
+export const MDNS_QUERY_MS = 300_000
+
+/** One mDNS query for our mesh now; nothing when mDNS is off. The answers reach the keeper. */
+export function queryLan (host: Host, seed: string): void {
+  const service = (host.services as { mdns?: { mdns?: { query: (q: { questions: Array<{ name: string, type: 'PTR' }> }) => void } } }).mdns
+  service?.mdns?.query({ questions: [{ name: mdnsServiceTag(seed), type: 'PTR' }] })
 }
 
 /**

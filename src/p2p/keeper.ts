@@ -37,6 +37,9 @@ export interface KeeperOptions {
   fullMeshUpTo?: number
   /** in a larger mesh, keep this many members connected (default KEEP) */
   keep?: number
+  /** ask the LAN (mDNS) for members; called every lonelyQueryMs while we know nobody */
+  queryLan?: () => void
+  lonelyQueryMs?: number
 }
 
 export interface Keeper {
@@ -88,6 +91,8 @@ export const KEEP = 8
 const FAILING_AFTER = 3
 /** a stranger found on the LAN while we know members: give gossip this long to make it one */
 const STRANGER_GRACE_MS = 10_000
+/** while we know nobody, ask the LAN this often (the host's own queries are rare) */
+const LONELY_QUERY_MS = 10_000
 /** TCP probes for the PSK hint: at most one per address in this time */
 const PSK_PROBE_INTERVAL_MS = 30_000
 
@@ -331,6 +336,11 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   host.services.mdns?.addEventListener('peer', onLanPeer)
 
   if (opts.bootstrap.length > 0) bootstrapTimer = setTimeout(() => { void dialBootstrap() }, 0)
+  // the host queried once at start; a node alone keeps asking (it may have been first)
+  const lanTimer = opts.queryLan === undefined
+    ? undefined
+    : setInterval(() => { if (targets.size === 0 && !stopped) opts.queryLan?.() }, opts.lonelyQueryMs ?? LONELY_QUERY_MS)
+  lanTimer?.unref()
 
   return {
     setTargets (next) {
@@ -356,6 +366,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       host.services.mdns?.removeEventListener('peer', onLanPeer)
       for (const peerId of [...strangers.keys()]) forgetStranger(peerId)
       if (bootstrapTimer !== undefined) clearTimeout(bootstrapTimer)
+      if (lanTimer !== undefined) clearInterval(lanTimer)
       for (const state of targets.values()) if (state.timer !== undefined) clearTimeout(state.timer)
     }
   }

@@ -174,6 +174,19 @@ describe('how many members the keeper keeps connected', () => {
     expect([...counts.values()].filter(c => c >= 3).length).toBeGreaterThanOrEqual(8)
   }, 20_000)
 
+  it('asks the LAN again only while it knows nobody', async () => {
+    const { host } = await recordingHost(() => true)
+    let queries = 0
+    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, queryLan: () => { queries++ }, lonelyQueryMs: 100 })
+    cleanup.push(() => keeper.stop())
+    await sleep(550)
+    expect(queries).toBeGreaterThanOrEqual(3)
+    keeper.setTargets(await members(1))
+    const before = queries
+    await sleep(550)
+    expect(queries).toBe(before)
+  }, 20_000)
+
   it('with a bootstrap to learn members from, a stranger on the LAN is not dialled at once', async () => {
     const { host, dialled } = await recordingHost(() => true)
     const keeper = keeperFor(host, captureLog().log, ['/ip4/10.9.2.1/tcp/10042'])
