@@ -116,6 +116,27 @@ export function queryLan (host: Host, seed: string): void {
   service?.mdns?.query({ questions: [{ name: mdnsServiceTag(seed), type: 'PTR' }] })
 }
 
+/** members answering one mDNS query, on average, in a large mesh */
+export const LAN_ANSWERS = 8
+
+/**
+ * Every member on the segment answers every mDNS query, and every answer reaches every node:
+ * a fleet of N booting together parses N³ answers between them. A newcomer needs one answer
+ * (the sync over that connection teaches it the rest), so each member answers with chance
+ * LAN_ANSWERS / members: about LAN_ANSWERS answers per query, all of them in a small mesh.
+ * A query nobody answered is asked again (the keeper, every 10 s while alone).
+ */
+export function thinLanAnswers (host: Host, members: () => number): void {
+  const service = (host.services as { mdns?: { mdns?: { on: (e: 'query', f: (q: unknown) => void) => void, removeListener: (e: 'query', f: (q: unknown) => void) => void }, _onMdnsQuery?: (q: unknown) => void } }).mdns
+  const socket = service?.mdns
+  const answer = service?._onMdnsQuery
+  if (socket === undefined || answer === undefined) return
+  socket.removeListener('query', answer)
+  socket.on('query', query => {
+    if (Math.random() * Math.max(1, members()) < LAN_ANSWERS) answer(query)
+  })
+}
+
 /**
  * The DHT service (also used by the tests' hosts). Server mode: every member answers,
  * there is no public DHT to protect. Addresses pass unfiltered (the default mapper would

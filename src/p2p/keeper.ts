@@ -52,6 +52,8 @@ export interface Keeper {
 
 interface TargetState {
   addrs: Multiaddr[]
+  /** the addresses as the record lists them */
+  raw: string
   failures: number
   timer?: NodeJS.Timeout
   dialing: boolean
@@ -351,12 +353,15 @@ export function createKeeper (opts: KeeperOptions): Keeper {
         }
       }
       for (const [peerId, addrs] of next) {
-        const parsed = addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
         const state = targets.get(peerId)
-        if (state !== undefined) { state.addrs = parsed; continue }
+        // called on every membership change: parse only addresses that changed
+        const raw = addrs.join(' ')
+        if (state !== undefined && state.raw === raw) continue
+        const parsed = addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+        if (state !== undefined) { state.addrs = parsed; state.raw = raw; continue }
         forgetStranger(peerId)
         const score = createHash('sha256').update(`${opts.self}/${peerId}`).digest('hex')
-        targets.set(peerId, { addrs: parsed, failures: 0, dialing: false, everConnected: false, lookedUpAt: 0, score, kept: false })
+        targets.set(peerId, { addrs: parsed, raw, failures: 0, dialing: false, everConnected: false, lookedUpAt: 0, score, kept: false })
       }
       choose()
     },

@@ -1,6 +1,7 @@
+import { EventEmitter } from 'node:events'
 import { describe, it, expect } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ipOf, mdnsServiceTag, tcpTarget, usableAddress } from '../../src/p2p/host.ts'
+import { ipOf, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
 import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
@@ -52,5 +53,34 @@ describe('announce and dial filter', () => {
     expect(ok('/ip4/169.254.1.1/tcp/10042', true)).toBe(false)
     expect(ok('/ip6/fe80::1/tcp/10042', true)).toBe(false)
     expect(ok('/ip4/10.223.0.5/tcp/10042', true)).toBe(false)
+  })
+})
+
+describe('mDNS answers in a large mesh', () => {
+  /** a host whose mDNS socket we drive: queries in, answers counted */
+  function lanHost (): { host: Host, query: () => void, answers: () => number } {
+    const socket = new EventEmitter()
+    let answered = 0
+    const service = { mdns: socket, _onMdnsQuery: (): void => { answered++ } }
+    socket.on('query', service._onMdnsQuery)
+    return { host: { services: { mdns: service } } as unknown as Host, query: () => { socket.emit('query', {}) }, answers: () => answered }
+  }
+
+  it('a small mesh answers every query; a large one about LAN_ANSWERS members per query', () => {
+    const small = lanHost()
+    thinLanAnswers(small.host, () => LAN_ANSWERS)
+    for (let i = 0; i < 100; i++) small.query()
+    expect(small.answers()).toBe(100)
+
+    const large = lanHost()
+    thinLanAnswers(large.host, () => LAN_ANSWERS * 10)
+    for (let i = 0; i < 2000; i++) large.query()
+    // binomial(2000, 0.1): mean 200, sd 13.4
+    expect(large.answers()).toBeGreaterThan(140)
+    expect(large.answers()).toBeLessThan(260)
+  })
+
+  it('no mDNS service: nothing to thin', () => {
+    expect(() => { thinLanAnswers({ services: {} } as unknown as Host, () => 1) }).not.toThrow()
   })
 })
