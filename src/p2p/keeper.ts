@@ -96,7 +96,9 @@ const STRANGER_GRACE_MS = 10_000
 /** while we know nobody, ask the LAN this often (the host's own queries are rare) */
 const LONELY_QUERY_MS = 10_000
 /** TCP probes for the PSK hint: at most one per address in this time */
-const PSK_PROBE_INTERVAL_MS = 30_000
+const PSK_PROBE_INTERVAL_MS = 5_000
+/** ... and a burst of this many, then one a second, over all addresses */
+const PSK_PROBE_BURST = 5
 
 export function createKeeper (opts: KeeperOptions): Keeper {
   const { host, log } = opts
@@ -114,6 +116,8 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   const pskSuspects = new Map<string, { count: number, warnedAt: number }>()
   /** per address: when plain TCP was last probed for the PSK hint */
   const pskProbedAt = new Map<string, number>()
+  let probeTokens = PSK_PROBE_BURST
+  let probeTokensAt = Date.now()
   let stopped = false
   let bootstrapFailures = 0
   let bootstrapTimer: NodeJS.Timeout | undefined
@@ -301,6 +305,10 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       // loaded machine) must not double as a crowd of TCP probes
       const now = Date.now()
       if (now - (pskProbedAt.get(key) ?? 0) < PSK_PROBE_INTERVAL_MS) continue
+      probeTokens = Math.min(PSK_PROBE_BURST, probeTokens + (now - probeTokensAt) / 1000)
+      probeTokensAt = now
+      if (probeTokens < 1) continue
+      probeTokens--
       if (pskProbedAt.size >= MAX_STRANGERS * 4) pskProbedAt.clear()
       pskProbedAt.set(key, now)
       if (!await tcpReachable(target.host, target.port)) { pskSuspects.delete(key); continue }

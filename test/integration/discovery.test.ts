@@ -1,4 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest'
+import { createServer, type AddressInfo } from 'node:net'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -185,6 +186,24 @@ describe('how many members the keeper keeps connected', () => {
     const before = queries
     await sleep(550)
     expect(queries).toBe(before)
+  }, 20_000)
+
+  it('failed dials probe an address for the PSK hint at most once per interval', async () => {
+    let probes = 0
+    const server = createServer(socket => { probes++; socket.destroy() })
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    cleanup.push(async () => { await new Promise(resolve => server.close(resolve)) })
+    const port = (server.address() as AddressInfo).port
+    const { host, dialled } = await recordingHost(() => true)
+    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, baseBackoffMs: 20, maxBackoffMs: 50 })
+    cleanup.push(() => keeper.stop())
+    // 12 members behind one address (one NAT, a loaded host): every dial fails at once
+    const members = new Map(await Promise.all(Array.from({ length: 12 }, async () =>
+      [peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString(), [`/ip4/127.0.0.1/tcp/${port}`]] as [string, string[]])))
+    keeper.setTargets(members)
+    await sleep(1500)
+    expect(dialled.length).toBeGreaterThan(50)
+    expect(probes).toBe(1)
   }, 20_000)
 
   it('with a bootstrap to learn members from, a stranger on the LAN is not dialled at once', async () => {
