@@ -9,7 +9,7 @@ import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
 import { preSharedKey } from '@libp2p/pnet'
 import { mdns } from '@libp2p/mdns'
-import type { ConnectionProtector, PrivateKey } from '@libp2p/interface'
+import type { ConnectionProtector, PeerInfo, PrivateKey } from '@libp2p/interface'
 import type { kadDHT } from '@libp2p/kad-dht'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { meshSeed, type Psk } from '../config/psk.ts'
@@ -127,14 +127,27 @@ export const LAN_ANSWERS = 8
  * A query nobody answered is asked again (the keeper, every 10 s while alone).
  */
 export function thinLanAnswers (host: Host, members: () => number): void {
-  const service = (host.services as { mdns?: { mdns?: { on: (e: 'query', f: (q: unknown) => void) => void, removeListener: (e: 'query', f: (q: unknown) => void) => void }, _onMdnsQuery?: (q: unknown) => void } }).mdns
+  const service = (host.services as { mdns?: LanService }).mdns
   const socket = service?.mdns
   const answer = service?._onMdnsQuery
-  if (socket === undefined || answer === undefined) return
+  if (service === undefined || socket === undefined || answer === undefined) return
+  // Knowing nobody yet (a fleet booting together), the peers heard on the LAN tell how many
+  // would answer: bounded, it only needs to tell "a few" from "many".
+  const heard = new Set<string>()
+  service.addEventListener('peer', evt => { if (heard.size < MAX_HEARD) heard.add(evt.detail.id.toString()) })
   socket.removeListener('query', answer)
   socket.on('query', query => {
-    if (Math.random() * Math.max(1, members()) < LAN_ANSWERS) answer(query)
+    if (Math.random() * Math.max(1, members(), heard.size) < LAN_ANSWERS) answer(query)
   })
+}
+
+const MAX_HEARD = 4096
+
+/** what thinLanAnswers uses of @libp2p/mdns (its multicast socket and query handler are public fields) */
+interface LanService {
+  mdns?: { on: (e: 'query', f: (q: unknown) => void) => void, removeListener: (e: 'query', f: (q: unknown) => void) => void }
+  _onMdnsQuery?: (q: unknown) => void
+  addEventListener: (e: 'peer', f: (evt: CustomEvent<PeerInfo>) => void) => void
 }
 
 /**

@@ -37,7 +37,7 @@ export interface KeeperOptions {
   fullMeshUpTo?: number
   /** in a larger mesh, keep this many members connected (default KEEP) */
   keep?: number
-  /** ask the LAN (mDNS) for members; called every lonelyQueryMs while we know nobody */
+  /** ask the LAN (mDNS) for members while we know nobody: after lonelyQueryMs, then doubling */
   queryLan?: () => void
   lonelyQueryMs?: number
 }
@@ -93,7 +93,7 @@ export const KEEP = 8
 const FAILING_AFTER = 3
 /** a stranger found on the LAN while we know members: give gossip this long to make it one */
 const STRANGER_GRACE_MS = 10_000
-/** while we know nobody, ask the LAN this often (the host's own queries are rare) */
+/** while we know nobody, ask the LAN after this long, then doubling (the host's own queries are rare) */
 const LONELY_QUERY_MS = 10_000
 /** TCP probes for the PSK hint: at most one per address in this time */
 const PSK_PROBE_INTERVAL_MS = 5_000
@@ -346,11 +346,19 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   host.services.mdns?.addEventListener('peer', onLanPeer)
 
   if (opts.bootstrap.length > 0) bootstrapTimer = setTimeout(() => { void dialBootstrap() }, 0)
-  // the host queried once at start; a node alone keeps asking (it may have been first)
-  const lanTimer = opts.queryLan === undefined
-    ? undefined
-    : setInterval(() => { if (targets.size === 0 && !stopped) opts.queryLan?.() }, opts.lonelyQueryMs ?? LONELY_QUERY_MS)
-  lanTimer?.unref()
+  // The host queried once at start; a node alone asks again (a lost answer), less and less
+  // often: whoever starts later finds it by its own first query anyway.
+  let lanTimer: NodeJS.Timeout | undefined
+  const lonelyMs = opts.lonelyQueryMs ?? LONELY_QUERY_MS
+  const askLan = (delay: number): void => {
+    lanTimer = setTimeout(() => {
+      if (stopped) return
+      if (targets.size === 0) opts.queryLan?.()
+      askLan(targets.size === 0 ? Math.min(delay * 2, lonelyMs * 30) : lonelyMs)
+    }, delay * (0.75 + Math.random() * 0.5))
+    lanTimer.unref()
+  }
+  if (opts.queryLan !== undefined) askLan(lonelyMs)
 
   return {
     setTargets (next) {
@@ -379,7 +387,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       host.services.mdns?.removeEventListener('peer', onLanPeer)
       for (const peerId of [...strangers.keys()]) forgetStranger(peerId)
       if (bootstrapTimer !== undefined) clearTimeout(bootstrapTimer)
-      if (lanTimer !== undefined) clearInterval(lanTimer)
+      if (lanTimer !== undefined) clearTimeout(lanTimer)
       for (const state of targets.values()) if (state.timer !== undefined) clearTimeout(state.timer)
     }
   }

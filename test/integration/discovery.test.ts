@@ -175,16 +175,18 @@ describe('how many members the keeper keeps connected', () => {
     expect([...counts.values()].filter(c => c >= 3).length).toBeGreaterThanOrEqual(8)
   }, 20_000)
 
-  it('asks the LAN again only while it knows nobody', async () => {
+  it('asks the LAN again only while it knows nobody, less and less often', async () => {
     const { host } = await recordingHost(() => true)
     let queries = 0
     const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, queryLan: () => { queries++ }, lonelyQueryMs: 100 })
     cleanup.push(() => keeper.stop())
-    await sleep(550)
+    // after 100 ms, then doubling (±25 %): 3 to 4 queries in 1.2 s, not 12
+    await sleep(1200)
     expect(queries).toBeGreaterThanOrEqual(3)
+    expect(queries).toBeLessThanOrEqual(4)
     keeper.setTargets(await members(1))
     const before = queries
-    await sleep(550)
+    await sleep(1000)
     expect(queries).toBe(before)
   }, 20_000)
 

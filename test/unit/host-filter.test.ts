@@ -58,12 +58,17 @@ describe('announce and dial filter', () => {
 
 describe('mDNS answers in a large mesh', () => {
   /** a host whose mDNS socket we drive: queries in, answers counted */
-  function lanHost (): { host: Host, query: () => void, answers: () => number } {
+  function lanHost (): { host: Host, query: () => void, answers: () => number, hear: (id: string) => void } {
     const socket = new EventEmitter()
     let answered = 0
-    const service = { mdns: socket, _onMdnsQuery: (): void => { answered++ } }
+    const service = Object.assign(new EventTarget(), { mdns: socket, _onMdnsQuery: (): void => { answered++ } })
     socket.on('query', service._onMdnsQuery)
-    return { host: { services: { mdns: service } } as unknown as Host, query: () => { socket.emit('query', {}) }, answers: () => answered }
+    return {
+      host: { services: { mdns: service } } as unknown as Host,
+      query: () => { socket.emit('query', {}) },
+      answers: () => answered,
+      hear: id => { service.dispatchEvent(new CustomEvent('peer', { detail: { id: { toString: () => id }, multiaddrs: [] } })) }
+    }
   }
 
   it('a small mesh answers every query; a large one about LAN_ANSWERS members per query', () => {
@@ -78,6 +83,15 @@ describe('mDNS answers in a large mesh', () => {
     // binomial(2000, 0.1): mean 200, sd 13.4
     expect(large.answers()).toBeGreaterThan(140)
     expect(large.answers()).toBeLessThan(260)
+  })
+
+  it('knowing nobody yet, the peers heard on the LAN count', () => {
+    const lan = lanHost()
+    thinLanAnswers(lan.host, () => 0)
+    for (let i = 0; i < LAN_ANSWERS * 10; i++) lan.hear(`peer${i}`)
+    for (let i = 0; i < 2000; i++) lan.query()
+    expect(lan.answers()).toBeGreaterThan(140)
+    expect(lan.answers()).toBeLessThan(260)
   })
 
   it('no mDNS service: nothing to thin', () => {
