@@ -40,6 +40,9 @@ export interface KeeperOptions {
   /** ask the LAN (mDNS) for members while we know nobody: after lonelyQueryMs, then doubling */
   queryLan?: () => void
   lonelyQueryMs?: number
+  /** how often connections neither side keeps are looked for, and how old they must be (tests) */
+  pruneMs?: number
+  pruneAfterMs?: number
 }
 
 export interface Keeper {
@@ -95,6 +98,9 @@ const FAILING_AFTER = 3
 const STRANGER_GRACE_MS = 10_000
 /** while we know nobody, ask the LAN after this long, then doubling (the host's own queries are rare) */
 const LONELY_QUERY_MS = 10_000
+/** a connection neither side keeps is closed once it is this old (checked every PRUNE_MS) */
+const PRUNE_AFTER_MS = 60_000
+const PRUNE_MS = 30_000
 /** TCP probes for the PSK hint: at most one per address in this time */
 const PSK_PROBE_INTERVAL_MS = 5_000
 /** ... and a burst of this many, then one a second, over all addresses */
@@ -181,6 +187,35 @@ export function createKeeper (opts: KeeperOptions): Keeper {
         schedule(peerId, 0)
       }
     }
+  }
+
+  /**
+   * A large mesh: close connections that neither side keeps (left over from while the mesh
+   * was small, from the bootstrap, from LAN discovery), so each node holds about 2 × keep.
+   * Only the dialling side closes, and only after a while (a sync over it may still run).
+   * Whether the other side keeps us is its own ranking, computed from the members we know.
+   */
+  function prune (): void {
+    if (stopped || targets.size <= fullMeshUpTo) return
+    for (const connection of host.getConnections()) {
+      const peerId = connection.remotePeer.toString()
+      const state = targets.get(peerId)
+      if (state === undefined || state.kept || connection.direction !== 'outbound' || connection.status !== 'open') continue
+      if (Date.now() - connection.timeline.open < (opts.pruneAfterMs ?? PRUNE_AFTER_MS) || keepsUs(peerId)) continue
+      log.debug({ peer: peerId }, 'closing a connection neither side keeps')
+      void connection.close().catch(err => { connection.abort(err as Error) })
+    }
+  }
+
+  /** whether `peerId` ranks us among its `keep` members (as `choose` does there) */
+  function keepsUs (peerId: string): boolean {
+    const score = (other: string): string => createHash('sha256').update(`${peerId}/${other}`).digest('hex')
+    const ours = score(opts.self)
+    let before = 0
+    for (const other of targets.keys()) {
+      if (other !== peerId && score(other) < ours && ++before >= keep) return false
+    }
+    return true
   }
 
   /**
@@ -359,6 +394,8 @@ export function createKeeper (opts: KeeperOptions): Keeper {
     lanTimer.unref()
   }
   if (opts.queryLan !== undefined) askLan(lonelyMs)
+  const pruneTimer = setInterval(prune, opts.pruneMs ?? PRUNE_MS)
+  pruneTimer.unref()
 
   return {
     setTargets (next) {
@@ -388,6 +425,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       for (const peerId of [...strangers.keys()]) forgetStranger(peerId)
       if (bootstrapTimer !== undefined) clearTimeout(bootstrapTimer)
       if (lanTimer !== undefined) clearTimeout(lanTimer)
+      clearInterval(pruneTimer)
       for (const state of targets.values()) if (state.timer !== undefined) clearTimeout(state.timer)
     }
   }

@@ -1,4 +1,5 @@
 import { describe, it, expect, afterEach } from 'vitest'
+import { createHash } from 'node:crypto'
 import { createServer, type AddressInfo } from 'node:net'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
@@ -206,6 +207,30 @@ describe('how many members the keeper keeps connected', () => {
     await sleep(1500)
     expect(dialled.length).toBeGreaterThan(50)
     expect(probes).toBe(1)
+  }, 20_000)
+
+  it.each([false, true])('a large mesh closes connections neither side keeps, and only those (other side keeps us: %s)', async (theyKeepUs) => {
+    const rank = (from: string, to: string): string => createHash('sha256').update(`${from}/${to}`).digest('hex')
+    // A keeps one of B, C (keep = 1); find ids where the other one (Y) does not keep A either
+    let a, x, y
+    for (;;) {
+      const keys = await Promise.all([0, 1, 2].map(async () => await generateKeyPair('Ed25519')))
+      const [ka, kb, kc] = keys.map(k => ({ key: k, id: peerIdFromPrivateKey(k).toString() }))
+      const [kx, ky] = rank(ka!.id, kb!.id) < rank(ka!.id, kc!.id) ? [kb!, kc!] : [kc!, kb!]
+      if ((rank(ky.id, kx.id) > rank(ky.id, ka!.id)) === theyKeepUs) { a = ka!; x = kx; y = ky; break }
+    }
+    const hosts = await Promise.all([a, x, y].map(async k => await testHost(k.key, psk, ['/ip4/127.0.0.1/tcp/0'])))
+    for (const h of hosts) { await h.start(); cleanup.push(async () => { await h.stop() }) }
+    const [ha, hx, hy] = hosts as [Host, Host, Host]
+    const keeper = createKeeper({ host: ha, self: a.id, bootstrap: [], log: captureLog().log, fullMeshUpTo: 1, keep: 1, pruneMs: 100, pruneAfterMs: 0 })
+    cleanup.push(() => keeper.stop())
+    await ha.dial(hy.getMultiaddrs()[0]!)
+    keeper.setTargets(new Map([[x.id, hx.getMultiaddrs().map(m => m.decapsulateCode(421).toString())], [y.id, hy.getMultiaddrs().map(m => m.decapsulateCode(421).toString())]]))
+    await waitFor('A to connect to the member it keeps', () => ha.getConnections(peerIdFromString(x.id)).length > 0)
+    if (!theyKeepUs) await waitFor('the connection to the member neither side keeps to close', () => ha.getConnections(peerIdFromString(y.id)).length === 0, 5000)
+    await sleep(500)
+    expect(ha.getConnections(peerIdFromString(x.id))).toHaveLength(1)
+    expect(ha.getConnections(peerIdFromString(y.id))).toHaveLength(theyKeepUs ? 1 : 0)
   }, 20_000)
 
   it('with a bootstrap to learn members from, a stranger on the LAN is not dialled at once', async () => {
