@@ -137,9 +137,16 @@ export function thinLanAnswers (host: Host, members: () => number): void {
   service.addEventListener('peer', evt => { if (heard.size < MAX_HEARD) heard.add(evt.detail.id.toString()) })
   socket.removeListener('query', answer)
   socket.on('query', query => {
-    if (Math.random() * Math.max(1, members(), heard.size) < LAN_ANSWERS) answer(query)
+    // Answer after a random delay (as mDNS responders do, RFC 6762 6.): a fleet booting
+    // together queries all at once, and the first answers teach everyone how many listen.
+    setTimeout(() => {
+      if (Math.random() * Math.max(1, members(), heard.size) < LAN_ANSWERS) answer(query)
+    }, LAN_ANSWER_DELAY_MS * (0.02 + Math.random() * 0.98)).unref()
   })
 }
+
+/** longest random delay before an mDNS answer */
+export const LAN_ANSWER_DELAY_MS = 1000
 
 const MAX_HEARD = 4096
 

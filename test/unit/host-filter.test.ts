@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
-import { describe, it, expect } from 'vitest'
+import { describe, it, expect, vi, afterEach } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ipOf, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
+import { ipOf, LAN_ANSWER_DELAY_MS, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
 import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
@@ -57,6 +57,8 @@ describe('announce and dial filter', () => {
 })
 
 describe('mDNS answers in a large mesh', () => {
+  afterEach(() => { vi.useRealTimers() })
+
   /** a host whose mDNS socket we drive: queries in, answers counted */
   function lanHost (): { host: Host, query: () => void, answers: () => number, hear: (id: string) => void } {
     const socket = new EventEmitter()
@@ -72,24 +74,30 @@ describe('mDNS answers in a large mesh', () => {
   }
 
   it('a small mesh answers every query; a large one about LAN_ANSWERS members per query', () => {
+    vi.useFakeTimers()
     const small = lanHost()
     thinLanAnswers(small.host, () => LAN_ANSWERS)
     for (let i = 0; i < 100; i++) small.query()
+    expect(small.answers()).toBe(0) // answers wait a random delay
+    vi.advanceTimersByTime(LAN_ANSWER_DELAY_MS)
     expect(small.answers()).toBe(100)
 
     const large = lanHost()
     thinLanAnswers(large.host, () => LAN_ANSWERS * 10)
     for (let i = 0; i < 2000; i++) large.query()
+    vi.advanceTimersByTime(LAN_ANSWER_DELAY_MS)
     // binomial(2000, 0.1): mean 200, sd 13.4
     expect(large.answers()).toBeGreaterThan(140)
     expect(large.answers()).toBeLessThan(260)
   })
 
-  it('knowing nobody yet, the peers heard on the LAN count', () => {
+  it('knowing nobody yet, the peers heard on the LAN count, also those heard while an answer waits', () => {
+    vi.useFakeTimers()
     const lan = lanHost()
     thinLanAnswers(lan.host, () => 0)
-    for (let i = 0; i < LAN_ANSWERS * 10; i++) lan.hear(`peer${i}`)
     for (let i = 0; i < 2000; i++) lan.query()
+    for (let i = 0; i < LAN_ANSWERS * 10; i++) lan.hear(`peer${i}`)
+    vi.advanceTimersByTime(LAN_ANSWER_DELAY_MS)
     expect(lan.answers()).toBeGreaterThan(140)
     expect(lan.answers()).toBeLessThan(260)
   })
