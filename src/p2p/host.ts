@@ -135,15 +135,28 @@ export function thinLanAnswers (host: Host, members: () => number): void {
   // would answer: bounded, it only needs to tell "a few" from "many".
   const heard = new Set<string>()
   service.addEventListener('peer', evt => { if (heard.size < MAX_HEARD) heard.add(evt.detail.id.toString()) })
+  // ... and a burst of LAN_ANSWER_BURST answers, then one per LAN_ANSWER_REFILL_MS: when
+  // a whole fleet boots at once, the answers it needs are a few per node, not N.
+  let tokens = LAN_ANSWER_BURST
+  let tokensAt = Date.now()
   socket.removeListener('query', answer)
   socket.on('query', query => {
     // Answer after a random delay (as mDNS responders do, RFC 6762 6.): a fleet booting
     // together queries all at once, and the first answers teach everyone how many listen.
     setTimeout(() => {
-      if (Math.random() * Math.max(1, members(), heard.size) < LAN_ANSWERS) answer(query)
+      if (Math.random() * Math.max(1, members(), heard.size) >= LAN_ANSWERS) return
+      const now = Date.now()
+      tokens = Math.min(LAN_ANSWER_BURST, tokens + (now - tokensAt) / LAN_ANSWER_REFILL_MS)
+      tokensAt = now
+      if (tokens < 1) return
+      tokens--
+      answer(query)
     }, LAN_ANSWER_DELAY_MS * (0.02 + Math.random() * 0.98)).unref()
   })
 }
+
+export const LAN_ANSWER_BURST = 5
+export const LAN_ANSWER_REFILL_MS = 2000
 
 /** longest random delay before an mDNS answer */
 export const LAN_ANSWER_DELAY_MS = 1000

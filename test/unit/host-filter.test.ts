@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { describe, it, expect, vi, afterEach } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ipOf, LAN_ANSWER_DELAY_MS, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
+import { ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
 import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
@@ -77,15 +77,12 @@ describe('mDNS answers in a large mesh', () => {
     vi.useFakeTimers()
     const small = lanHost()
     thinLanAnswers(small.host, () => LAN_ANSWERS)
-    for (let i = 0; i < 100; i++) small.query()
-    expect(small.answers()).toBe(0) // answers wait a random delay
-    vi.advanceTimersByTime(LAN_ANSWER_DELAY_MS)
+    for (let i = 0; i < 100; i++) { small.query(); vi.advanceTimersByTime(LAN_ANSWER_REFILL_MS) }
     expect(small.answers()).toBe(100)
 
     const large = lanHost()
     thinLanAnswers(large.host, () => LAN_ANSWERS * 10)
-    for (let i = 0; i < 2000; i++) large.query()
-    vi.advanceTimersByTime(LAN_ANSWER_DELAY_MS)
+    for (let i = 0; i < 2000; i++) { large.query(); vi.advanceTimersByTime(LAN_ANSWER_REFILL_MS) }
     // binomial(2000, 0.1): mean 200, sd 13.4
     expect(large.answers()).toBeGreaterThan(140)
     expect(large.answers()).toBeLessThan(260)
@@ -95,11 +92,20 @@ describe('mDNS answers in a large mesh', () => {
     vi.useFakeTimers()
     const lan = lanHost()
     thinLanAnswers(lan.host, () => 0)
-    for (let i = 0; i < 2000; i++) lan.query()
+    lan.query() // waits its random delay; meanwhile the LAN answers
     for (let i = 0; i < LAN_ANSWERS * 10; i++) lan.hear(`peer${i}`)
-    vi.advanceTimersByTime(LAN_ANSWER_DELAY_MS)
+    for (let i = 1; i < 2000; i++) { lan.query(); vi.advanceTimersByTime(LAN_ANSWER_REFILL_MS) }
     expect(lan.answers()).toBeGreaterThan(140)
     expect(lan.answers()).toBeLessThan(260)
+  })
+
+  it('a burst of queries draws a burst of answers, then one per refill interval', () => {
+    vi.useFakeTimers()
+    const lan = lanHost()
+    thinLanAnswers(lan.host, () => 1)
+    for (let i = 0; i < 200; i++) lan.query()
+    vi.advanceTimersByTime(LAN_ANSWER_DELAY_MS)
+    expect(lan.answers()).toBe(LAN_ANSWER_BURST)
   })
 
   it('no mDNS service: nothing to thin', () => {
