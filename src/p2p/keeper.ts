@@ -82,6 +82,7 @@ const TIE_YIELD_MS = 750
 const BOOTSTRAP_EAGER_TRIES = 10
 /** how long a bootstrap connection may go without teaching us a member before we redial */
 const BOOTSTRAP_SYNC_GRACE_MS = 15_000
+const MAX_BOOTSTRAP_SYNC_GRACE_MS = 120_000
 /** strangers remembered at most (mDNS answers are network input: bounded) */
 const MAX_STRANGERS = 256
 /** new strangers dialled: a burst of this many, then one a second (a flood of answers is not a flood of dials) */
@@ -127,6 +128,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   let stopped = false
   let bootstrapFailures = 0
   let bootstrapTimer: NodeJS.Timeout | undefined
+  let bootstrapGraceMs = BOOTSTRAP_SYNC_GRACE_MS
 
   const backoff = (failures: number): number => {
     const delay = Math.min(cap, base * 2 ** Math.min(failures, 16))
@@ -311,15 +313,20 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       bootstrapTimer = setTimeout(() => {
         bootstrapTimer = undefined
         if (stopped || targets.size > 0) return
-        log.warn({ bootstrap: opts.bootstrap }, 'connected to bootstrap but learned no member yet; reconnecting')
+        log.warn({ bootstrap: opts.bootstrap, graceMs: bootstrapGraceMs }, 'connected to bootstrap but learned no member yet; reconnecting')
+        // an overloaded bootstrap (a fleet joining through it) is slow to sync: a new
+        // connection throws its work away, so wait longer each time
+        bootstrapGraceMs = Math.min(bootstrapGraceMs * 2, MAX_BOOTSTRAP_SYNC_GRACE_MS)
         void Promise.allSettled(connections.map(async c => { await c.close() })).then(async () => { await dialBootstrap() })
-      }, BOOTSTRAP_SYNC_GRACE_MS)
+      }, bootstrapGraceMs)
       return
     }
     bootstrapFailures++
     // A bootstrap that refuses is usually still starting (a fleet booting together): retry
-    // every second for a while before backing off.
-    const retryMs = backoff(Math.max(0, bootstrapFailures - BOOTSTRAP_EAGER_TRIES) + 1)
+    // every second for a while before backing off. One that times out or resets is busy (or
+    // on another key): back off at once, or a fleet joining through it keeps it saturated.
+    const refused = results.every(r => r.status === 'rejected' && isRefused(r.reason))
+    const retryMs = backoff(refused ? Math.max(0, bootstrapFailures - BOOTSTRAP_EAGER_TRIES) + 1 : bootstrapFailures + 1)
     for (const r of results) if (r.status === 'rejected') log.debug({ err: errText(r.reason) }, 'bootstrap dial failed')
     if (bootstrapFailures === 1 || bootstrapFailures % 5 === 0) log.warn({ bootstrap: opts.bootstrap, attempts: bootstrapFailures, retryMs: Math.round(retryMs) }, 'cannot reach any bootstrap address yet; retrying')
     await hintPsk(addrs, results.find(r => r.status === 'rejected')?.reason)
@@ -439,6 +446,14 @@ async function tcpReachable (host: string, port: number): Promise<boolean> {
     socket.once('timeout', () => done(false))
     socket.once('error', () => done(false))
   })
+}
+
+/** a connection refused (nothing listens yet), also inside an AggregateError of several addresses */
+function isRefused (err: unknown, depth = 0): boolean {
+  if (err === null || typeof err !== 'object' || depth > 3) return false
+  const e = err as { code?: unknown, message?: unknown, errors?: unknown[], cause?: unknown }
+  if (e.code === 'ECONNREFUSED' || (typeof e.message === 'string' && e.message.includes('ECONNREFUSED'))) return true
+  return (e.errors ?? []).some(inner => isRefused(inner, depth + 1)) || isRefused(e.cause, depth + 1)
 }
 
 function errText (err: unknown): string {

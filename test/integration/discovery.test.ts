@@ -135,7 +135,7 @@ describe('how many members the keeper keeps connected', () => {
     return { host, dialled }
   }
   const members = async (n: number): Promise<Map<string, string[]>> => new Map(await Promise.all(Array.from({ length: n }, async (_, i) =>
-    [peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString(), [`/ip4/10.9.1.${i + 1}/tcp/10042`]] as [string, string[]])))
+    [peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString(), [`/ip4/127.0.0.1/tcp/${9 + i}`]] as [string, string[]])))
 
   it('a small mesh: every member; a large one: a bounded set, the same on every update', async () => {
     const small = await recordingHost(() => false)
@@ -233,13 +233,30 @@ describe('how many members the keeper keeps connected', () => {
     expect(ha.getConnections(peerIdFromString(y.id))).toHaveLength(theyKeepUs ? 1 : 0)
   }, 20_000)
 
+  it('a bootstrap that refuses is retried eagerly; one that times out, with backoff from the start', async () => {
+    const attempts = async (err: Error): Promise<number> => {
+      const { host, dialled } = await recordingHost(() => true)
+      host.dial = (async (target: Parameters<Host['dial']>[0]) => { dialled.push(String(target)); throw err }) as Host['dial']
+      const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: ['/ip4/127.0.0.1/tcp/9'], log: captureLog().log, baseBackoffMs: 50 })
+      cleanup.push(() => keeper.stop())
+      await sleep(1000)
+      keeper.stop()
+      return dialled.length
+    }
+    const refused = await attempts(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' }))
+    const busy = await attempts(new Error('The operation was aborted due to timeout'))
+    // refused: every ~100 ms (10 eager tries); busy: after ~200, ~400, ~800 ms
+    expect(refused).toBeGreaterThanOrEqual(6)
+    expect(busy).toBeLessThanOrEqual(4)
+  }, 20_000)
+
   it('with a bootstrap to learn members from, a stranger on the LAN is not dialled at once', async () => {
     const { host, dialled } = await recordingHost(() => true)
-    const keeper = keeperFor(host, captureLog().log, ['/ip4/10.9.2.1/tcp/10042'])
+    const keeper = keeperFor(host, captureLog().log, ['/ip4/127.0.0.1/tcp/9'])
     keeper.discovered({ id: peerIdFromPrivateKey(await generateKeyPair('Ed25519')), multiaddrs: [multiaddr('/ip4/10.9.2.2/tcp/10042')] })
     await sleep(TIE_WAIT_MS)
     expect(dialled.filter(d => d.includes('10.9.2.2'))).toEqual([])
-    expect(dialled.some(d => d.includes('10.9.2.1'))).toBe(true)
+    expect(dialled.some(d => d.includes('127.0.0.1/tcp/9'))).toBe(true)
   }, 20_000)
 })
 
