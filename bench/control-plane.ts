@@ -19,6 +19,8 @@ import type { FromWorker, NodeDetail, ToWorker } from './cp-worker.ts'
 const SETTLE_S = Number(process.env.BENCH_CP_SETTLE ?? 10)
 const IDLE_S = Number(process.env.BENCH_CP_IDLE ?? 60)
 const WORKER = resolve(import.meta.dirname, 'cp-worker.ts')
+/** BENCH_CP_PROF=dir: a V8 CPU profile of each worker (--cpu-prof is not allowed in NODE_OPTIONS) */
+const PROF_ARGS = process.env.BENCH_CP_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CP_PROF}`]
 /** nodes per worker process: keeps each under the fd limit (a full mesh is N-1 sockets per node) */
 const PER_WORKER = 32
 
@@ -49,7 +51,7 @@ class Worker {
   error: string | undefined
 
   constructor () {
-    this.child = fork(WORKER, [], { execArgv: ['--import', 'tsx', '--max-old-space-size=8192'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    this.child = fork(WORKER, [], { execArgv: ['--import', 'tsx', '--max-old-space-size=8192', ...PROF_ARGS], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     this.child.on('message', (m: FromWorker) => {
       if (m.type === 'started') this.started.push(m)
       if (m.type === 'error') this.error = m.message
@@ -167,6 +169,8 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
       const stopped = w.next('stopped', 60_000).catch(() => {})
       w.send({ cmd: 'stop' })
       await stopped
+      // the worker exits by itself (and writes its CPU profile then); kill only a stuck one
+      if (w.child.exitCode === null) await new Promise(resolve => { w.child.once('exit', resolve); setTimeout(resolve, 10_000).unref() })
       w.child.kill('SIGKILL')
     }))
   }

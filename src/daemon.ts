@@ -2,7 +2,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Config } from './config/config.ts'
 import { meshSeed } from './config/psk.ts'
 import { loadIdentity, type Identity } from './identity/identity.ts'
-import { createHost, ipOf, type Host } from './p2p/host.ts'
+import { createHost, ipOf, queryLan, thinLanAnswers, type Host } from './p2p/host.ts'
 import { createKeeper, type Keeper } from './p2p/keeper.ts'
 import { startGossip, type Gossip } from './gossip/gossip.ts'
 import { signRecord, RECORD_VERSION, MAX_REVOKES, type NodeRecord, type RecordClaim } from './gossip/record.ts'
@@ -29,6 +29,9 @@ import { createHostsWriter, type HostsWriter } from './hosts/hosts.ts'
 // Wires the data flow together: config → identity → p2p host → gossip → membership →
 // reconciler → WireGuard driver. Each arrow is one of the calls below; nothing else talks
 // across layers.
+
+/** membership changes within this time are reviewed together */
+const MEMBERSHIP_REVIEW_MS = 50
 
 export interface DaemonOptions {
   config: Config
@@ -374,7 +377,13 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       hosts?.schedule()
     }
   }
-  membership.onChange(onMembershipChange)
+  // A sync brings up to N records in a row and every one fires onChange; each review above
+  // walks all members (O(N) per record, O(N²) per node while a large mesh forms): review once
+  // per burst instead.
+  let changeTimer: NodeJS.Timeout | undefined
+  membership.onChange(() => {
+    if (changeTimer === undefined) changeTimer = setTimeout(() => { changeTimer = undefined; onMembershipChange() }, MEMBERSHIP_REVIEW_MS)
+  })
 
   // Revocation: the member leaves WireGuard (membership change → reconciler) and libp2p at once.
   membership.onRevoke(({ peerId, by }) => {
@@ -425,7 +434,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   await host.start()
   log.info({ listen: host.getMultiaddrs().map(String), mdns: config.mdns, dht: config.dht }, 'libp2p listening')
   await announce()
-  keeper = createKeeper({ host, self, bootstrap: config.bootstrap, log })
+  thinLanAnswers(host, () => membership.members().length)
+  keeper = createKeeper({ host, self, bootstrap: config.bootstrap, log, queryLan: config.mdns ? () => { queryLan(host, ulaSeed) } : undefined })
   onMembershipChange()
   host.addEventListener('peer:connect', () => reconciler.schedule())
   host.addEventListener('self:peer:update', () => { void announce() })
@@ -521,6 +531,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     if (stopped) return
     stopped = true
     if (refreshTimer !== undefined) clearTimeout(refreshTimer)
+    if (changeTimer !== undefined) clearTimeout(changeTimer)
     clearInterval(expiryTimer)
     clearInterval(tunnelsTimer)
     clearInterval(interfacesTimer)

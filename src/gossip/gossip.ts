@@ -14,6 +14,9 @@ export const RECORD_TOPIC = '/w2wesher/records/1'
 export { SYNC_PROTOCOL }
 const SYNC_TIMEOUT_MS = 10_000
 const SYNC_ATTEMPTS = 4
+/** at most one extra sync per this time while new members arrive */
+const NUDGE_MS = 2_000
+const MAX_KNOWN_AUTHORS = 10_000
 
 export interface GossipOptions {
   host: Host
@@ -44,10 +47,16 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   const { host, log } = opts
   const pubsub = host.services.pubsub
   const stats: GossipStats = { received: 0, published: 0, rejected: {}, syncs: 0 }
+  // state of 4. below (records may arrive while the handlers are still being registered)
+  const knownAuthors = new Set<string>()
+  let nudge: NodeJS.Timeout | undefined
+  let nudgedAt = 0
+  let stopped = false
 
   const judge = async (envelope: Uint8Array, author: string | undefined, via: string): Promise<AcceptResult> => {
     stats.received++
     const result = await opts.accept(envelope, author)
+    if (result.accepted && result.record !== undefined) newMember(result.record.peerId)
     if (!result.accepted && result.reason !== 'duplicate' && result.reason !== 'stale' && result.reason !== 'self') {
       stats.rejected[result.reason] = (stats.rejected[result.reason] ?? 0) + 1
       log.warn({ via, reason: result.reason, detail: result.detail, peer: result.record?.peerId }, 'rejected a record')
@@ -182,6 +191,26 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   }
   scheduleAntiEntropy()
 
+  // 4. A member we did not know yet. Gossip carries a record only from its author on, so a
+  //    record that reached us by sync (a member that joined through somebody else) spreads
+  //    further by sync alone: sync with a random peer soon, not only at the next anti-entropy
+  //    round (a minute), at most once per NUDGE_MS while new members keep arriving.
+  function newMember (peerId: string): void {
+    if (knownAuthors.has(peerId)) return
+    if (knownAuthors.size >= MAX_KNOWN_AUTHORS) knownAuthors.clear()
+    knownAuthors.add(peerId)
+    if (nudge !== undefined || stopped) return
+    const wait = Math.max(NUDGE_MS / 2, nudgedAt + NUDGE_MS - Date.now()) * (0.75 + Math.random() * 0.5)
+    nudge = setTimeout(() => {
+      nudge = undefined
+      nudgedAt = Date.now()
+      const peers = host.getPeers()
+      const peer = peers[Math.floor(Math.random() * peers.length)]
+      if (peer !== undefined) syncPeer(peer)
+    }, wait)
+    nudge.unref()
+  }
+
   async function publish (envelope: Uint8Array): Promise<void> {
     try {
       const result = await pubsub.publish(RECORD_TOPIC, envelope)
@@ -201,7 +230,9 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
     stats,
     publish,
     async stop () {
+      stopped = true
       if (antiEntropy !== undefined) clearTimeout(antiEntropy)
+      if (nudge !== undefined) clearTimeout(nudge)
       host.removeEventListener('connection:open', onConnection)
       host.removeEventListener('peer:disconnect', onDisconnect)
       pubsub.removeEventListener('subscription-change', onSubscription)

@@ -9,7 +9,7 @@ import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
 import { preSharedKey } from '@libp2p/pnet'
 import { mdns } from '@libp2p/mdns'
-import type { ConnectionProtector, PrivateKey } from '@libp2p/interface'
+import type { ConnectionProtector, PeerInfo, PrivateKey } from '@libp2p/interface'
 import type { kadDHT } from '@libp2p/kad-dht'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { meshSeed, type Psk } from '../config/psk.ts'
@@ -75,15 +75,22 @@ export async function createHost (opts: HostOptions) {
       // Idle cost: each ping opens a stream and negotiates its protocol, on every connection
       // (a full mesh: every member). Closed connections are noticed at once anyway; this only
       // catches silent deaths (a partition), now within about a minute instead of 10 s.
-      pingInterval: CONNECTION_PING_MS
+      pingInterval: CONNECTION_PING_MS,
+      // A failed ping aborts the connection, and every connection is pinged at the same
+      // moment: on a loaded machine (a fleet starting on few cores) the 5 s floor dropped
+      // healthy connections by the hundred. A silent death is still noticed within 80 s.
+      pingTimeout: { minTimeout: CONNECTION_PING_TIMEOUT_MS }
     },
     services: {
       identify: identify(),
       ping: ping(),
       pubsub: gossipsub(GOSSIPSUB_OPTIONS),
       // mDNS answers with addressManager.getAddresses(), i.e. after the announce filter above:
-      // never loopback, link-local or overlay addresses
-      ...(opts.mdns === true ? { mdns: mdns({ serviceTag: mdnsServiceTag(opts.meshSeed ?? meshSeed(opts.psk)) }) } : {}),
+      // never loopback, link-local or overlay addresses. Every answer reaches every node on
+      // the segment, so N nodes querying every 10 s (the default) cost each of them N²/10
+      // answers a second: query rarely here, and often only while we know nobody (the
+      // keeper, via queryLan).
+      ...(opts.mdns === true ? { mdns: mdns({ serviceTag: mdnsServiceTag(opts.meshSeed ?? meshSeed(opts.psk)), interval: MDNS_QUERY_MS }) } : {}),
       ...(opts.dht === true ? { dht: await dhtService() } : {})
     }
   })
@@ -100,6 +107,69 @@ export function mdnsServiceTag (seed: string): string {
   return `_w2w-${digest.subarray(0, 5).toString('hex')}._udp.local`
 }
 
+/** how often every node asks the LAN anyway (islands of one mesh that formed apart merge) */
+export const MDNS_QUERY_MS = 300_000
+
+/** One mDNS query for our mesh now; nothing when mDNS is off. The answers reach the keeper. */
+export function queryLan (host: Host, seed: string): void {
+  const service = (host.services as { mdns?: { mdns?: { query: (q: { questions: Array<{ name: string, type: 'PTR' }> }) => void } } }).mdns
+  service?.mdns?.query({ questions: [{ name: mdnsServiceTag(seed), type: 'PTR' }] })
+}
+
+/** members answering one mDNS query, on average, in a large mesh */
+export const LAN_ANSWERS = 8
+
+/**
+ * Every member on the segment answers every mDNS query, and every answer reaches every node:
+ * a fleet of N booting together parses N³ answers between them. A newcomer needs one answer
+ * (the sync over that connection teaches it the rest), so each member answers with chance
+ * LAN_ANSWERS / members: about LAN_ANSWERS answers per query, all of them in a small mesh.
+ * A query nobody answered is asked again (the keeper, every 10 s while alone).
+ */
+export function thinLanAnswers (host: Host, members: () => number): void {
+  const service = (host.services as { mdns?: LanService }).mdns
+  const socket = service?.mdns
+  const answer = service?._onMdnsQuery
+  if (service === undefined || socket === undefined || answer === undefined) return
+  // Knowing nobody yet (a fleet booting together), the peers heard on the LAN tell how many
+  // would answer: bounded, it only needs to tell "a few" from "many".
+  const heard = new Set<string>()
+  service.addEventListener('peer', evt => { if (heard.size < MAX_HEARD) heard.add(evt.detail.id.toString()) })
+  // ... and a burst of LAN_ANSWER_BURST answers, then one per LAN_ANSWER_REFILL_MS: when
+  // a whole fleet boots at once, the answers it needs are a few per node, not N.
+  let tokens = LAN_ANSWER_BURST
+  let tokensAt = Date.now()
+  socket.removeListener('query', answer)
+  socket.on('query', query => {
+    // Answer after a random delay (as mDNS responders do, RFC 6762 6.): a fleet booting
+    // together queries all at once, and the first answers teach everyone how many listen.
+    setTimeout(() => {
+      if (Math.random() * Math.max(1, members(), heard.size) >= LAN_ANSWERS) return
+      const now = Date.now()
+      tokens = Math.min(LAN_ANSWER_BURST, tokens + (now - tokensAt) / LAN_ANSWER_REFILL_MS)
+      tokensAt = now
+      if (tokens < 1) return
+      tokens--
+      answer(query)
+    }, LAN_ANSWER_DELAY_MS * (0.02 + Math.random() * 0.98)).unref()
+  })
+}
+
+export const LAN_ANSWER_BURST = 5
+export const LAN_ANSWER_REFILL_MS = 2000
+
+/** longest random delay before an mDNS answer */
+export const LAN_ANSWER_DELAY_MS = 1000
+
+const MAX_HEARD = 4096
+
+/** what thinLanAnswers uses of @libp2p/mdns (its multicast socket and query handler are public fields) */
+interface LanService {
+  mdns?: { on: (e: 'query', f: (q: unknown) => void) => void, removeListener: (e: 'query', f: (q: unknown) => void) => void }
+  _onMdnsQuery?: (q: unknown) => void
+  addEventListener: (e: 'peer', f: (evt: CustomEvent<PeerInfo>) => void) => void
+}
+
 /**
  * The DHT service (also used by the tests' hosts). Server mode: every member answers,
  * there is no public DHT to protect. Addresses pass unfiltered (the default mapper would
@@ -112,6 +182,7 @@ export async function dhtService (): Promise<ReturnType<typeof kadDHT>> {
 }
 
 export const CONNECTION_PING_MS = 60_000
+export const CONNECTION_PING_TIMEOUT_MS = 20_000
 
 /**
  * One small topic whose authors reach every member directly (floodPublish on a full mesh of

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { connect } from 'node:net'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId, PeerInfo } from '@libp2p/interface'
@@ -6,8 +7,15 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { tcpTarget, type Host } from './host.ts'
 import type { Logger } from '../log.ts'
 
-// Keeps every known member connected. Bootstrap addresses are dialled until we know somebody;
+// Keeps members connected. Bootstrap addresses are dialled until we know somebody; kept
 // members are redialled forever with capped, jittered backoff, so a partition heals by itself.
+// A small mesh (up to fullMeshUpTo members) keeps every member connected. A larger one keeps
+// only `keep` members per node, chosen by a hash of the pair (every node its own random
+// choice: a random k-out graph, connected with high probability for k >= 3): gossip and the
+// digest sync only need a connected overlay, and each connection costs a handshake, pings
+// and gossipsub state. Members whose dials keep failing do not count towards `keep`, so
+// reachable ones stand in for them while they are still retried. WireGuard tunnels stay a
+// full mesh: they come from the records, not from these connections.
 // Ties: after a disconnect only the lower peer id redials at once; the higher one waits a
 // little longer and dials only if the connection has not come back by then.
 // Strangers found on the LAN (mDNS) are dialled once; a stranger that fails (another mesh,
@@ -25,6 +33,16 @@ export interface KeeperOptions {
   maxBackoffMs?: number
   /** cap of the retry delay for strangers found on the LAN that failed */
   maxStrangerBackoffMs?: number
+  /** up to this many members, keep all of them connected (default FULL_MESH_UP_TO) */
+  fullMeshUpTo?: number
+  /** in a larger mesh, keep this many members connected (default KEEP) */
+  keep?: number
+  /** ask the LAN (mDNS) for members while we know nobody: after lonelyQueryMs, then doubling */
+  queryLan?: () => void
+  lonelyQueryMs?: number
+  /** how often connections neither side keeps are looked for, and how old they must be (tests) */
+  pruneMs?: number
+  pruneAfterMs?: number
 }
 
 export interface Keeper {
@@ -37,12 +55,18 @@ export interface Keeper {
 
 interface TargetState {
   addrs: Multiaddr[]
+  /** the addresses as the record lists them */
+  raw: string
   failures: number
   timer?: NodeJS.Timeout
   dialing: boolean
   everConnected: boolean
   /** when the DHT was last asked for this member's addresses */
   lookedUpAt: number
+  /** this node's rank key for the member (lower: kept first) */
+  score: string
+  /** we dial and redial it (see the top of the file) */
+  kept: boolean
 }
 
 interface StrangerState {
@@ -58,18 +82,38 @@ const TIE_YIELD_MS = 750
 const BOOTSTRAP_EAGER_TRIES = 10
 /** how long a bootstrap connection may go without teaching us a member before we redial */
 const BOOTSTRAP_SYNC_GRACE_MS = 15_000
+const MAX_BOOTSTRAP_SYNC_GRACE_MS = 120_000
 /** strangers remembered at most (mDNS answers are network input: bounded) */
 const MAX_STRANGERS = 256
 /** new strangers dialled: a burst of this many, then one a second (a flood of answers is not a flood of dials) */
 const STRANGER_BURST = 10
 /** at most one DHT lookup per member in this time */
 const DHT_LOOKUP_INTERVAL_MS = 10_000
+/** meshes up to this many members (besides us) stay fully connected */
+export const FULL_MESH_UP_TO = 16
+/** members each node keeps connected in a larger mesh */
+export const KEEP = 8
+/** dials failed in a row after which a member no longer counts towards `keep` */
+const FAILING_AFTER = 3
+/** a stranger found on the LAN while we know members: give gossip this long to make it one */
+const STRANGER_GRACE_MS = 10_000
+/** while we know nobody, ask the LAN after this long, then doubling (the host's own queries are rare) */
+const LONELY_QUERY_MS = 10_000
+/** a connection neither side keeps is closed once it is this old (checked every PRUNE_MS) */
+const PRUNE_AFTER_MS = 60_000
+const PRUNE_MS = 30_000
+/** TCP probes for the PSK hint: at most one per address in this time */
+const PSK_PROBE_INTERVAL_MS = 5_000
+/** ... and a burst of this many, then one a second, over all addresses */
+const PSK_PROBE_BURST = 5
 
 export function createKeeper (opts: KeeperOptions): Keeper {
   const { host, log } = opts
   const base = opts.baseBackoffMs ?? 500
   // 15 s: after a partition the first redial comes within ~19 s (with jitter), cheap enough idle
   const cap = opts.maxBackoffMs ?? 15_000
+  const fullMeshUpTo = opts.fullMeshUpTo ?? FULL_MESH_UP_TO
+  const keep = opts.keep ?? KEEP
   const strangerCap = opts.maxStrangerBackoffMs ?? 300_000
   const targets = new Map<string, TargetState>()
   const strangers = new Map<string, StrangerState>()
@@ -77,9 +121,14 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   let tokensAt = Date.now()
   /** per address: protected handshakes failed in a row although TCP answers */
   const pskSuspects = new Map<string, { count: number, warnedAt: number }>()
+  /** per address: when plain TCP was last probed for the PSK hint */
+  const pskProbedAt = new Map<string, number>()
+  let probeTokens = PSK_PROBE_BURST
+  let probeTokensAt = Date.now()
   let stopped = false
   let bootstrapFailures = 0
   let bootstrapTimer: NodeJS.Timeout | undefined
+  let bootstrapGraceMs = BOOTSTRAP_SYNC_GRACE_MS
 
   const backoff = (failures: number): number => {
     const delay = Math.min(cap, base * 2 ** Math.min(failures, 16))
@@ -89,14 +138,14 @@ export function createKeeper (opts: KeeperOptions): Keeper {
 
   function schedule (peerId: string, delay: number): void {
     const state = targets.get(peerId)
-    if (stopped || state === undefined || state.dialing) return
+    if (stopped || state === undefined || state.dialing || !state.kept) return
     if (state.timer !== undefined) clearTimeout(state.timer)
     state.timer = setTimeout(() => { state.timer = undefined; void dial(peerId) }, delay)
   }
 
   async function dial (peerId: string): Promise<void> {
     const state = targets.get(peerId)
-    if (stopped || state === undefined || state.dialing || connected(peerId)) return
+    if (stopped || state === undefined || state.dialing || !state.kept || connected(peerId)) return
     state.dialing = true
     const id = peerIdFromString(peerId)
     try {
@@ -111,10 +160,64 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       log.debug({ peer: peerId, err: errText(err), retryMs: Math.round(retryMs) }, 'dial failed; will retry')
       void hintPsk(state.addrs, err)
       state.dialing = false
+      // failing now: somebody reachable stands in for it in `keep`
+      if (state.failures === FAILING_AFTER) choose()
       schedule(peerId, retryMs)
       return
     }
     state.dialing = false
+  }
+
+  /**
+   * Which members we keep connected: all in a small mesh; else the `keep` lowest-ranked
+   * members that are not failing, plus the failing ones ranked before them (still retried).
+   * Newly kept members are dialled; dropped ones are no longer redialled (their connections
+   * stay until they close).
+   */
+  function choose (): void {
+    const ranked = [...targets.entries()].sort((a, b) => a[1].score < b[1].score ? -1 : a[1].score > b[1].score ? 1 : 0)
+    let healthy = 0
+    for (const [peerId, state] of ranked) {
+      const kept = targets.size <= fullMeshUpTo || healthy < keep
+      if (kept && (state.failures < FAILING_AFTER || connected(peerId))) healthy++
+      if (kept === state.kept) continue
+      state.kept = kept
+      if (!kept) {
+        if (state.timer !== undefined) { clearTimeout(state.timer); state.timer = undefined }
+      } else if (!connected(peerId)) {
+        // a member we are not connected to may not know us yet: dial at once
+        schedule(peerId, 0)
+      }
+    }
+  }
+
+  /**
+   * A large mesh: close connections that neither side keeps (left over from while the mesh
+   * was small, from the bootstrap, from LAN discovery), so each node holds about 2 × keep.
+   * Only the dialling side closes, and only after a while (a sync over it may still run).
+   * Whether the other side keeps us is its own ranking, computed from the members we know.
+   */
+  function prune (): void {
+    if (stopped || targets.size <= fullMeshUpTo) return
+    for (const connection of host.getConnections()) {
+      const peerId = connection.remotePeer.toString()
+      const state = targets.get(peerId)
+      if (state === undefined || state.kept || connection.direction !== 'outbound' || connection.status !== 'open') continue
+      if (Date.now() - connection.timeline.open < (opts.pruneAfterMs ?? PRUNE_AFTER_MS) || keepsUs(peerId)) continue
+      log.debug({ peer: peerId }, 'closing a connection neither side keeps')
+      void connection.close().catch(err => { connection.abort(err as Error) })
+    }
+  }
+
+  /** whether `peerId` ranks us among its `keep` members (as `choose` does there) */
+  function keepsUs (peerId: string): boolean {
+    const score = (other: string): string => createHash('sha256').update(`${peerId}/${other}`).digest('hex')
+    const ours = score(opts.self)
+    let before = 0
+    for (const other of targets.keys()) {
+      if (other !== peerId && score(other) < ours && ++before >= keep) return false
+    }
+    return true
   }
 
   /**
@@ -160,7 +263,12 @@ export function createKeeper (opts: KeeperOptions): Keeper {
     if (strangerTokens < 1) return // it answers again at the next mDNS round
     strangerTokens--
     const s = state
-    s.timer = setTimeout(() => { s.timer = undefined; void dialStranger(peer.id, addrs, s) }, opts.self < peerId ? 0 : TIE_YIELD_MS * 2)
+    // Knowing members (or a bootstrap to learn them from), a stranger of our mesh usually
+    // becomes a member by gossip within seconds, and then the member logic decides: dial
+    // only one that stays a stranger (an island of the mesh that formed apart). Else a fleet
+    // starting together would dial every pair at once. Knowing nobody, dial at once.
+    const grace = targets.size > 0 || opts.bootstrap.length > 0 ? STRANGER_GRACE_MS : 0
+    s.timer = setTimeout(() => { s.timer = undefined; void dialStranger(peer.id, addrs, s) }, grace + (opts.self < peerId ? 0 : TIE_YIELD_MS * 2))
   }
 
   async function dialStranger (id: PeerId, addrs: Multiaddr[], state: StrangerState): Promise<void> {
@@ -205,15 +313,20 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       bootstrapTimer = setTimeout(() => {
         bootstrapTimer = undefined
         if (stopped || targets.size > 0) return
-        log.warn({ bootstrap: opts.bootstrap }, 'connected to bootstrap but learned no member yet; reconnecting')
+        log.warn({ bootstrap: opts.bootstrap, graceMs: bootstrapGraceMs }, 'connected to bootstrap but learned no member yet; reconnecting')
+        // an overloaded bootstrap (a fleet joining through it) is slow to sync: a new
+        // connection throws its work away, so wait longer each time
+        bootstrapGraceMs = Math.min(bootstrapGraceMs * 2, MAX_BOOTSTRAP_SYNC_GRACE_MS)
         void Promise.allSettled(connections.map(async c => { await c.close() })).then(async () => { await dialBootstrap() })
-      }, BOOTSTRAP_SYNC_GRACE_MS)
+      }, bootstrapGraceMs)
       return
     }
     bootstrapFailures++
     // A bootstrap that refuses is usually still starting (a fleet booting together): retry
-    // every second for a while before backing off.
-    const retryMs = backoff(Math.max(0, bootstrapFailures - BOOTSTRAP_EAGER_TRIES) + 1)
+    // every second for a while before backing off. One that times out or resets is busy (or
+    // on another key): back off at once, or a fleet joining through it keeps it saturated.
+    const refused = results.every(r => r.status === 'rejected' && isRefused(r.reason))
+    const retryMs = backoff(refused ? Math.max(0, bootstrapFailures - BOOTSTRAP_EAGER_TRIES) + 1 : bootstrapFailures + 1)
     for (const r of results) if (r.status === 'rejected') log.debug({ err: errText(r.reason) }, 'bootstrap dial failed')
     if (bootstrapFailures === 1 || bootstrapFailures % 5 === 0) log.warn({ bootstrap: opts.bootstrap, attempts: bootstrapFailures, retryMs: Math.round(retryMs) }, 'cannot reach any bootstrap address yet; retrying')
     await hintPsk(addrs, results.find(r => r.status === 'rejected')?.reason)
@@ -230,6 +343,16 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       const target = tcpTarget(ma)
       if (target === undefined) continue
       const key = `${target.host}:${target.port}`
+      // one probe per address per interval: a crowd of failed dials (a fleet starting, a
+      // loaded machine) must not double as a crowd of TCP probes
+      const now = Date.now()
+      if (now - (pskProbedAt.get(key) ?? 0) < PSK_PROBE_INTERVAL_MS) continue
+      probeTokens = Math.min(PSK_PROBE_BURST, probeTokens + (now - probeTokensAt) / 1000)
+      probeTokensAt = now
+      if (probeTokens < 1) continue
+      probeTokens--
+      if (pskProbedAt.size >= MAX_STRANGERS * 4) pskProbedAt.clear()
+      pskProbedAt.set(key, now)
       if (!await tcpReachable(target.host, target.port)) { pskSuspects.delete(key); continue }
       const suspect = pskSuspects.get(key) ?? { count: 0, warnedAt: 0 }
       suspect.count++
@@ -253,13 +376,33 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   })
   host.addEventListener('peer:connect', evt => {
     const state = targets.get(evt.detail.toString())
-    if (state !== undefined) { state.everConnected = true; state.failures = 0 }
+    if (state === undefined) return
+    const wasFailing = state.failures >= FAILING_AFTER
+    state.everConnected = true
+    state.failures = 0
+    // back from failing: it counts towards `keep` again, a stand-in is no longer needed
+    if (wasFailing) choose()
   })
 
   const onLanPeer = (evt: CustomEvent<PeerInfo>): void => { discovered(evt.detail) }
   host.services.mdns?.addEventListener('peer', onLanPeer)
 
   if (opts.bootstrap.length > 0) bootstrapTimer = setTimeout(() => { void dialBootstrap() }, 0)
+  // The host queried once at start; a node alone asks again (a lost answer), less and less
+  // often: whoever starts later finds it by its own first query anyway.
+  let lanTimer: NodeJS.Timeout | undefined
+  const lonelyMs = opts.lonelyQueryMs ?? LONELY_QUERY_MS
+  const askLan = (delay: number): void => {
+    lanTimer = setTimeout(() => {
+      if (stopped) return
+      if (targets.size === 0) opts.queryLan?.()
+      askLan(targets.size === 0 ? Math.min(delay * 2, lonelyMs * 30) : lonelyMs)
+    }, delay * (0.75 + Math.random() * 0.5))
+    lanTimer.unref()
+  }
+  if (opts.queryLan !== undefined) askLan(lonelyMs)
+  const pruneTimer = setInterval(prune, opts.pruneMs ?? PRUNE_MS)
+  pruneTimer.unref()
 
   return {
     setTargets (next) {
@@ -270,14 +413,17 @@ export function createKeeper (opts: KeeperOptions): Keeper {
         }
       }
       for (const [peerId, addrs] of next) {
-        const parsed = addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
         const state = targets.get(peerId)
-        if (state !== undefined) { state.addrs = parsed; continue }
+        // called on every membership change: parse only addresses that changed
+        const raw = addrs.join(' ')
+        if (state !== undefined && state.raw === raw) continue
+        const parsed = addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+        if (state !== undefined) { state.addrs = parsed; state.raw = raw; continue }
         forgetStranger(peerId)
-        targets.set(peerId, { addrs: parsed, failures: 0, dialing: false, everConnected: false, lookedUpAt: 0 })
-        // A member we have never been connected to may not know us yet: dial at once.
-        if (!connected(peerId)) schedule(peerId, 0)
+        const score = createHash('sha256').update(`${opts.self}/${peerId}`).digest('hex')
+        targets.set(peerId, { addrs: parsed, raw, failures: 0, dialing: false, everConnected: false, lookedUpAt: 0, score, kept: false })
       }
+      choose()
     },
     discovered,
     stop () {
@@ -285,6 +431,8 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       host.services.mdns?.removeEventListener('peer', onLanPeer)
       for (const peerId of [...strangers.keys()]) forgetStranger(peerId)
       if (bootstrapTimer !== undefined) clearTimeout(bootstrapTimer)
+      if (lanTimer !== undefined) clearTimeout(lanTimer)
+      clearInterval(pruneTimer)
       for (const state of targets.values()) if (state.timer !== undefined) clearTimeout(state.timer)
     }
   }
@@ -298,6 +446,14 @@ async function tcpReachable (host: string, port: number): Promise<boolean> {
     socket.once('timeout', () => done(false))
     socket.once('error', () => done(false))
   })
+}
+
+/** a connection refused (nothing listens yet), also inside an AggregateError of several addresses */
+function isRefused (err: unknown, depth = 0): boolean {
+  if (err === null || typeof err !== 'object' || depth > 3) return false
+  const e = err as { code?: unknown, message?: unknown, errors?: unknown[], cause?: unknown }
+  if (e.code === 'ECONNREFUSED' || (typeof e.message === 'string' && e.message.includes('ECONNREFUSED'))) return true
+  return (e.errors ?? []).some(inner => isRefused(inner, depth + 1)) || isRefused(e.cause, depth + 1)
 }
 
 function errText (err: unknown): string {

@@ -25,6 +25,8 @@ export const ROTATE_PROTOCOL = '/w2wesher/rotate/1.0.0'
 export const NEW_KEY_FILE = 'swarm.key'
 const MAX_OFFER_BYTES = 16_384
 const OFFER_TIMEOUT_MS = 5_000
+/** at most one dial per unconnected recipient in this time */
+const REDIAL_MS = 30_000
 const REDELIVER_MS = 2_000
 
 export interface RotatorOptions {
@@ -90,6 +92,8 @@ export function createRotator (opts: RotatorOptions): Rotator {
   let redeliver: NodeJS.Timeout | undefined
   const delivered = new Set<string>()
   const sending = new Set<string>()
+  /** recipients we were not connected to: when we last dialled them */
+  const dialledAt = new Map<string, number>()
   let stopped = false
 
   const dialKeyNow = (): Uint8Array => current === undefined ? opts.baseKey : keysAt(current, Date.now()).dial
@@ -114,21 +118,32 @@ export function createRotator (opts: RotatorOptions): Rotator {
     }
   }
 
-  /** The offer reaches every recipient we are connected to; retried until the rotation is done. */
+  /**
+   * The offer goes to every recipient, over the connection we have or a new dial (a large
+   * mesh keeps only some members connected: src/p2p/keeper.ts); retried until the rotation
+   * is done.
+   */
   const deliverAll = (): void => {
     if (current === undefined || stopped || phaseAt(current, Date.now()) === 'done') return
     for (const peer of current.recipients) {
       if (delivered.has(peer) || sending.has(peer) || opts.isRevoked(peer) || current.exclude.includes(peer)) continue
-      const connection = host.getConnections(peerIdFromString(peer)).find(c => c.status === 'open')
-      if (connection !== undefined) void deliver(peer, connection)
+      void deliver(peer)
     }
   }
 
-  const deliver = async (peer: string, connection: Connection): Promise<void> => {
+  const deliver = async (peer: string): Promise<void> => {
     if (current === undefined) return
     sending.add(peer)
     let stream: Stream | undefined
     try {
+      const id = peerIdFromString(peer)
+      let connection = host.getConnections(id).find(c => c.status === 'open')
+      if (connection === undefined) {
+        // a member that is away is not dialled at every redelivery
+        if (Date.now() - (dialledAt.get(peer) ?? 0) < REDIAL_MS) return
+        dialledAt.set(peer, Date.now())
+        connection = await host.dial(id, { signal: AbortSignal.timeout(OFFER_TIMEOUT_MS) })
+      }
       const exclude = [...new Set([...current.exclude, ...opts.revoked()])]
       const offer = offerFrom(current, keyId(Buffer.from(current.oldKey, 'hex')), Date.now(), exclude, opts.selfRecord())
       const signal = AbortSignal.timeout(OFFER_TIMEOUT_MS)

@@ -1,4 +1,6 @@
 import { describe, it, expect, afterEach } from 'vitest'
+import { createHash } from 'node:crypto'
+import { createServer, type AddressInfo } from 'node:net'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -116,6 +118,146 @@ describe('peers found on the LAN', () => {
     await waitFor('the LAN peer to become a member', () => self.membership.get(other.node.peerId) !== undefined, 10_000)
     expect(lines.filter(l => l.level >= WARN)).toEqual([])
   }, 30_000)
+})
+
+describe('how many members the keeper keeps connected', () => {
+  /** a host that dials nothing: each dial is recorded and fails, or succeeds without a connection */
+  async function recordingHost (fails: (peer: string) => boolean): Promise<{ host: Host, dialled: string[] }> {
+    const host = await testHost(await generateKeyPair('Ed25519'), psk, ['/ip4/127.0.0.1/tcp/0'])
+    cleanup.push(async () => { await host.stop() })
+    const dialled: string[] = []
+    host.dial = (async (target: Parameters<Host['dial']>[0]) => {
+      const peer = String(target)
+      dialled.push(peer)
+      if (fails(peer)) throw new Error('refused')
+      return undefined as never
+    }) as Host['dial']
+    return { host, dialled }
+  }
+  const members = async (n: number): Promise<Map<string, string[]>> => new Map(await Promise.all(Array.from({ length: n }, async (_, i) =>
+    [peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString(), [`/ip4/127.0.0.1/tcp/${9 + i}`]] as [string, string[]])))
+
+  it('a small mesh: every member; a large one: a bounded set, the same on every update', async () => {
+    const small = await recordingHost(() => false)
+    const k1 = createKeeper({ host: small.host, self: small.host.peerId.toString(), bootstrap: [], log: captureLog().log, fullMeshUpTo: 16, keep: 8 })
+    cleanup.push(() => k1.stop())
+    k1.setTargets(await members(16))
+    await sleep(300)
+    expect(new Set(small.dialled).size).toBe(16)
+
+    const large = await recordingHost(() => false)
+    const k2 = createKeeper({ host: large.host, self: large.host.peerId.toString(), bootstrap: [], log: captureLog().log, fullMeshUpTo: 16, keep: 8 })
+    cleanup.push(() => k2.stop())
+    const forty = await members(40)
+    k2.setTargets(forty)
+    await sleep(300)
+    const first = new Set(large.dialled)
+    expect(first.size).toBe(8)
+    // a membership update (one more member) does not reshuffle the choice: at most one swap
+    const more = new Map([...forty, ...(await members(1))])
+    k2.setTargets(more)
+    await sleep(300)
+    expect(new Set(large.dialled).size).toBeLessThanOrEqual(9)
+  }, 20_000)
+
+  it('members that keep failing get stand-ins and are still retried; when all fail, all are tried', async () => {
+    const forty = await members(40)
+    let failing = new Set<string>()
+    const { host, dialled } = await recordingHost(peer => failing.has(peer) || failing.has('*'))
+    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, fullMeshUpTo: 16, keep: 8, baseBackoffMs: 20, maxBackoffMs: 200 })
+    cleanup.push(() => keeper.stop())
+    failing = new Set(['*'])
+    keeper.setTargets(forty)
+    // each failing member is dropped from the count after 3 failures: stand-ins follow until
+    // every member is being tried (a partition: nobody is given up)
+    await waitFor('every member to be dialled', () => new Set(dialled).size === 40, 10_000)
+    const counts = new Map<string, number>()
+    for (const p of dialled) counts.set(p, (counts.get(p) ?? 0) + 1)
+    expect([...counts.values()].filter(c => c >= 3).length).toBeGreaterThanOrEqual(8)
+  }, 20_000)
+
+  it('asks the LAN again only while it knows nobody, less and less often', async () => {
+    const { host } = await recordingHost(() => true)
+    let queries = 0
+    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, queryLan: () => { queries++ }, lonelyQueryMs: 100 })
+    cleanup.push(() => keeper.stop())
+    // after 100 ms, then doubling (±25 %): 3 to 4 queries in 1.2 s, not 12
+    await sleep(1200)
+    expect(queries).toBeGreaterThanOrEqual(3)
+    expect(queries).toBeLessThanOrEqual(4)
+    keeper.setTargets(await members(1))
+    const before = queries
+    await sleep(1000)
+    expect(queries).toBe(before)
+  }, 20_000)
+
+  it('failed dials probe an address for the PSK hint at most once per interval', async () => {
+    let probes = 0
+    const server = createServer(socket => { probes++; socket.destroy() })
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    cleanup.push(async () => { await new Promise(resolve => server.close(resolve)) })
+    const port = (server.address() as AddressInfo).port
+    const { host, dialled } = await recordingHost(() => true)
+    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, baseBackoffMs: 20, maxBackoffMs: 50 })
+    cleanup.push(() => keeper.stop())
+    // 12 members behind one address (one NAT, a loaded host): every dial fails at once
+    const members = new Map(await Promise.all(Array.from({ length: 12 }, async () =>
+      [peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString(), [`/ip4/127.0.0.1/tcp/${port}`]] as [string, string[]])))
+    keeper.setTargets(members)
+    await sleep(1500)
+    expect(dialled.length).toBeGreaterThan(50)
+    expect(probes).toBe(1)
+  }, 20_000)
+
+  it.each([false, true])('a large mesh closes connections neither side keeps, and only those (other side keeps us: %s)', async (theyKeepUs) => {
+    const rank = (from: string, to: string): string => createHash('sha256').update(`${from}/${to}`).digest('hex')
+    // A keeps one of B, C (keep = 1); find ids where the other one (Y) does not keep A either
+    let a, x, y
+    for (;;) {
+      const keys = await Promise.all([0, 1, 2].map(async () => await generateKeyPair('Ed25519')))
+      const [ka, kb, kc] = keys.map(k => ({ key: k, id: peerIdFromPrivateKey(k).toString() }))
+      const [kx, ky] = rank(ka!.id, kb!.id) < rank(ka!.id, kc!.id) ? [kb!, kc!] : [kc!, kb!]
+      if ((rank(ky.id, kx.id) > rank(ky.id, ka!.id)) === theyKeepUs) { a = ka!; x = kx; y = ky; break }
+    }
+    const hosts = await Promise.all([a, x, y].map(async k => await testHost(k.key, psk, ['/ip4/127.0.0.1/tcp/0'])))
+    for (const h of hosts) { await h.start(); cleanup.push(async () => { await h.stop() }) }
+    const [ha, hx, hy] = hosts as [Host, Host, Host]
+    const keeper = createKeeper({ host: ha, self: a.id, bootstrap: [], log: captureLog().log, fullMeshUpTo: 1, keep: 1, pruneMs: 100, pruneAfterMs: 0 })
+    cleanup.push(() => keeper.stop())
+    await ha.dial(hy.getMultiaddrs()[0]!)
+    keeper.setTargets(new Map([[x.id, hx.getMultiaddrs().map(m => m.decapsulateCode(421).toString())], [y.id, hy.getMultiaddrs().map(m => m.decapsulateCode(421).toString())]]))
+    await waitFor('A to connect to the member it keeps', () => ha.getConnections(peerIdFromString(x.id)).length > 0)
+    if (!theyKeepUs) await waitFor('the connection to the member neither side keeps to close', () => ha.getConnections(peerIdFromString(y.id)).length === 0, 5000)
+    await sleep(500)
+    expect(ha.getConnections(peerIdFromString(x.id))).toHaveLength(1)
+    expect(ha.getConnections(peerIdFromString(y.id))).toHaveLength(theyKeepUs ? 1 : 0)
+  }, 20_000)
+
+  it('a bootstrap that refuses is retried eagerly; one that times out, with backoff from the start', async () => {
+    const attempts = async (err: Error): Promise<number> => {
+      const { host, dialled } = await recordingHost(() => true)
+      host.dial = (async (target: Parameters<Host['dial']>[0]) => { dialled.push(String(target)); throw err }) as Host['dial']
+      const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: ['/ip4/127.0.0.1/tcp/9'], log: captureLog().log, baseBackoffMs: 50 })
+      cleanup.push(() => keeper.stop())
+      await sleep(1000)
+      keeper.stop()
+      return dialled.length
+    }
+    const refused = await attempts(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' }))
+    const busy = await attempts(new Error('The operation was aborted due to timeout'))
+    // refused: every ~100 ms (10 eager tries); busy: after ~200, ~400, ~800 ms
+    expect(refused).toBeGreaterThanOrEqual(6)
+    expect(busy).toBeLessThanOrEqual(4)
+  }, 20_000)
+
+  it('with a bootstrap to learn members from, a stranger on the LAN is not dialled at once', async () => {
+    const { host, dialled } = await recordingHost(() => true)
+    const keeper = keeperFor(host, captureLog().log, ['/ip4/127.0.0.1/tcp/9'])
+    keeper.discovered({ id: peerIdFromPrivateKey(await generateKeyPair('Ed25519')), multiaddrs: [multiaddr('/ip4/10.9.2.2/tcp/10042')] })
+    await sleep(TIE_WAIT_MS)
+    expect(dialled.filter(d => d.includes('10.9.2.2'))).toEqual([])
+    expect(dialled.some(d => d.includes('127.0.0.1/tcp/9'))).toBe(true)
+  }, 20_000)
 })
 
 describe('DHT peer routing', () => {

@@ -1,6 +1,7 @@
-import { describe, it, expect } from 'vitest'
+import { EventEmitter } from 'node:events'
+import { describe, it, expect, vi, afterEach } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ipOf, mdnsServiceTag, tcpTarget, usableAddress } from '../../src/p2p/host.ts'
+import { ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
 import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
@@ -52,5 +53,62 @@ describe('announce and dial filter', () => {
     expect(ok('/ip4/169.254.1.1/tcp/10042', true)).toBe(false)
     expect(ok('/ip6/fe80::1/tcp/10042', true)).toBe(false)
     expect(ok('/ip4/10.223.0.5/tcp/10042', true)).toBe(false)
+  })
+})
+
+describe('mDNS answers in a large mesh', () => {
+  afterEach(() => { vi.useRealTimers() })
+
+  /** a host whose mDNS socket we drive: queries in, answers counted */
+  function lanHost (): { host: Host, query: () => void, answers: () => number, hear: (id: string) => void } {
+    const socket = new EventEmitter()
+    let answered = 0
+    const service = Object.assign(new EventTarget(), { mdns: socket, _onMdnsQuery: (): void => { answered++ } })
+    socket.on('query', service._onMdnsQuery)
+    return {
+      host: { services: { mdns: service } } as unknown as Host,
+      query: () => { socket.emit('query', {}) },
+      answers: () => answered,
+      hear: id => { service.dispatchEvent(new CustomEvent('peer', { detail: { id: { toString: () => id }, multiaddrs: [] } })) }
+    }
+  }
+
+  it('a small mesh answers every query; a large one about LAN_ANSWERS members per query', () => {
+    vi.useFakeTimers()
+    const small = lanHost()
+    thinLanAnswers(small.host, () => LAN_ANSWERS)
+    for (let i = 0; i < 100; i++) { small.query(); vi.advanceTimersByTime(LAN_ANSWER_REFILL_MS) }
+    expect(small.answers()).toBe(100)
+
+    const large = lanHost()
+    thinLanAnswers(large.host, () => LAN_ANSWERS * 10)
+    for (let i = 0; i < 2000; i++) { large.query(); vi.advanceTimersByTime(LAN_ANSWER_REFILL_MS) }
+    // binomial(2000, 0.1): mean 200, sd 13.4
+    expect(large.answers()).toBeGreaterThan(140)
+    expect(large.answers()).toBeLessThan(260)
+  })
+
+  it('knowing nobody yet, the peers heard on the LAN count, also those heard while an answer waits', () => {
+    vi.useFakeTimers()
+    const lan = lanHost()
+    thinLanAnswers(lan.host, () => 0)
+    lan.query() // waits its random delay; meanwhile the LAN answers
+    for (let i = 0; i < LAN_ANSWERS * 10; i++) lan.hear(`peer${i}`)
+    for (let i = 1; i < 2000; i++) { lan.query(); vi.advanceTimersByTime(LAN_ANSWER_REFILL_MS) }
+    expect(lan.answers()).toBeGreaterThan(140)
+    expect(lan.answers()).toBeLessThan(260)
+  })
+
+  it('a burst of queries draws a burst of answers, then one per refill interval', () => {
+    vi.useFakeTimers()
+    const lan = lanHost()
+    thinLanAnswers(lan.host, () => 1)
+    for (let i = 0; i < 200; i++) lan.query()
+    vi.advanceTimersByTime(LAN_ANSWER_DELAY_MS)
+    expect(lan.answers()).toBe(LAN_ANSWER_BURST)
+  })
+
+  it('no mDNS service: nothing to thin', () => {
+    expect(() => { thinLanAnswers({ services: {} } as unknown as Host, () => 1) }).not.toThrow()
   })
 })
