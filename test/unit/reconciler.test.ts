@@ -99,9 +99,13 @@ describe('reconciler', () => {
     await new Promise(resolve => setTimeout(resolve, 20))
     // we hold the lower key than `higher`: we poke it at once; `lower` pokes us, so we wait
     expect(driver.calls.filter(c => c.op === 'triggerHandshake').map(c => (c as { address: string }).address)).toEqual(['10.223.0.4'])
-    await new Promise(resolve => setTimeout(resolve, 1300))
+    // the keepalive pass runs about 1 s later; polled, so a loaded machine cannot fail it
+    const keepalives = async (): Promise<number[]> => (await driver.read('wt0'))!.peers.map(p => p.persistentKeepalive ?? 0)
+    for (let waited = 0; waited < 5000 && (await keepalives()).some(k => k === 0); waited += 50) {
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    expect(await keepalives()).toEqual([25, 25])
     expect(driver.calls.filter(c => c.op === 'triggerHandshake')).toHaveLength(1)
-    expect((await driver.read('wt0'))!.peers.map(p => p.persistentKeepalive)).toEqual([25, 25])
     r.stop()
   })
 
