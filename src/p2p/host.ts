@@ -58,7 +58,9 @@ export async function createHost (opts: HostOptions) {
     transports: [tcp()],
     connectionProtector: opts.protector !== undefined ? () => opts.protector! : preSharedKey({ psk: new TextEncoder().encode(opts.psk.swarmKey) }),
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    // yamux's own keepalive pings every connection every 30 s from both ends and never acts on a
+    // missing answer (silent deaths are the connection monitor's job below): idle cost only.
+    streamMuxers: [yamux({ enableKeepAlive: false })],
     connectionGater: {
       // never reach a member through the overlay itself
       denyDialMultiaddr: ma => !usable(ma),
