@@ -16,7 +16,8 @@ import { pathToFileURL } from 'node:url'
 import { generatePsk } from '../src/config/psk.ts'
 import type { FromWorker, NodeDetail, ToWorker } from './cp-worker.ts'
 
-const SETTLE_S = Number(process.env.BENCH_CP_SETTLE ?? 10)
+// 90 s: above 16 members each node keeps 8 connections and closes the others after 60 s
+const SETTLE_S = Number(process.env.BENCH_CP_SETTLE ?? 90)
 const IDLE_S = Number(process.env.BENCH_CP_IDLE ?? 60)
 const WORKER = resolve(import.meta.dirname, 'cp-worker.ts')
 /** BENCH_CP_PROF=dir: a V8 CPU profile of each worker (--cpu-prof is not allowed in NODE_OPTIONS) */
