@@ -16,6 +16,8 @@ import { pathToFileURL } from 'node:url'
 import { generatePsk } from '../src/config/psk.ts'
 import type { FromWorker, NodeDetail, ToWorker } from './cp-worker.ts'
 
+/** nodes started first that the others bootstrap from (three each); default 1: node 1 alone */
+const SEEDS = Math.max(1, Number(process.env.BENCH_CP_SEEDS ?? 1))
 // 90 s: above 16 members each node keeps 8 connections and closes the others after 60 s
 const SETTLE_S = Number(process.env.BENCH_CP_SETTLE ?? 90)
 const IDLE_S = Number(process.env.BENCH_CP_IDLE ?? 60)
@@ -123,9 +125,18 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
     const first = w0.next('started', 60_000)
     w0.send({ cmd: 'start', nodes: [{ index: 1 }].map(x => ({ ...x, bootstrap: [] })), psk, total: n })
     const { port } = await first
-    const bootstrap = [`127.0.0.1:${port}`]
+    // BENCH_CP_SEEDS=S: nodes 2..S start next (bootstrapping from node 1), the rest then get
+    // three of the S as bootstraps, as an operator would list several
+    const seeds = [`127.0.0.1:${port}`]
+    for (let index = 2; index <= Math.min(SEEDS, n); index++) {
+      const w = workers[index % count] as Worker
+      const started = w.next('started', 60_000)
+      w.send({ cmd: 'start', nodes: [{ index, bootstrap: [seeds[0] as string] }], psk, total: n })
+      seeds.push(`127.0.0.1:${(await started).port}`)
+    }
+    const bootstrapOf = (index: number): string[] => [...new Set([0, 1, 2].map(k => seeds[(index + k) % seeds.length] as string))]
     workers.forEach((w, wi) => {
-      const nodes = Array.from({ length: n - 1 }, (_, i) => i + 2).filter(i => i % count === wi).map(index => ({ index, bootstrap }))
+      const nodes = Array.from({ length: n - seeds.length }, (_, i) => i + seeds.length + 1).filter(i => i % count === wi).map(index => ({ index, bootstrap: bootstrapOf(index) }))
       w.send({ cmd: 'start', nodes, psk, total: n })
     })
     let totals = before
