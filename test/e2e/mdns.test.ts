@@ -60,7 +60,8 @@ describe.skipIf(skip)('mDNS discovery (no bootstrap)', () => {
       const found = new Set()
       mdns.on('response', r => {
         for (const a of [...r.answers, ...r.additionals]) {
-          if (a.type !== 'TXT') continue
+          // only answers for this tag: the foreign daemon's answers to its own queries may pass by
+          if (a.type !== 'TXT' || !a.name.endsWith('.' + process.argv[1])) continue
           for (const d of [].concat(a.data)) { const s = d.toString(); if (s.startsWith('dnsaddr=')) found.add(s.slice(8)) }
         }
       })
