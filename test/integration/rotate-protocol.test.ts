@@ -94,6 +94,8 @@ describe('rotate protocol', () => {
     expect(started.recipients).toBe(2) // b and c, not d
     await waitFor('b and c hold the rotation', () => b.rotator.status().rotation?.id === started.id && c.rotator.status().rotation?.id === started.id, 3000)
     await waitFor('rotation done everywhere', () => [a, b, c].every(p => p.rotator.status().rotation?.phase === 'done'), 5000)
+    // the phase follows the clock; the protector drops the old key on a timer a moment later
+    await waitFor('old key dropped everywhere', () => [a, b, c].every(p => p.protector.current().accept.length === 1), 2000)
     for (const p of [a, b, c]) expect(p.protector.current()).toEqual({ dial: started.keyId, accept: [started.keyId] })
     // d never got the key, and after the grace period nobody keeps an old-key connection to it
     expect(d.rotator.status().rotation).toBeNull()
