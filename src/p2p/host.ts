@@ -14,6 +14,7 @@ import type { kadDHT } from '@libp2p/kad-dht'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { meshSeed, type Psk } from '../config/psk.ts'
 import { unmapIpv4 } from '../util/ip.ts'
+import { createTokenBucket } from '../util/rate.ts'
 import { fixXsalsa20 } from './xsalsa20-fix.ts'
 
 // pnet's cipher package leaks its WASM memory to a crash once any chunk grows it (see the module)
@@ -139,20 +140,14 @@ export function thinLanAnswers (host: Host, members: () => number): void {
   service.addEventListener('peer', evt => { if (heard.size < MAX_HEARD) heard.add(evt.detail.id.toString()) })
   // ... and a burst of LAN_ANSWER_BURST answers, then one per LAN_ANSWER_REFILL_MS: when
   // a whole fleet boots at once, the answers it needs are a few per node, not N.
-  let tokens = LAN_ANSWER_BURST
-  let tokensAt = Date.now()
+  const answers = createTokenBucket(LAN_ANSWER_BURST, LAN_ANSWER_REFILL_MS)
   socket.removeListener('query', answer)
   socket.on('query', query => {
     // Answer after a random delay (as mDNS responders do, RFC 6762 6.): a fleet booting
     // together queries all at once, and the first answers teach everyone how many listen.
     setTimeout(() => {
       if (Math.random() * Math.max(1, members(), heard.size) >= LAN_ANSWERS) return
-      const now = Date.now()
-      tokens = Math.min(LAN_ANSWER_BURST, tokens + (now - tokensAt) / LAN_ANSWER_REFILL_MS)
-      tokensAt = now
-      if (tokens < 1) return
-      tokens--
-      answer(query)
+      if (answers.take()) answer(query)
     }, LAN_ANSWER_DELAY_MS * (0.02 + Math.random() * 0.98)).unref()
   })
 }

@@ -5,6 +5,7 @@ import type { PeerId, PeerInfo } from '@libp2p/interface'
 import { isPrivate } from '@libp2p/utils'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { tcpTarget, type Host } from './host.ts'
+import { createTokenBucket } from '../util/rate.ts'
 import type { Logger } from '../log.ts'
 
 // Keeps members connected. Bootstrap addresses are dialled until we know somebody; kept
@@ -117,14 +118,12 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   const strangerCap = opts.maxStrangerBackoffMs ?? 300_000
   const targets = new Map<string, TargetState>()
   const strangers = new Map<string, StrangerState>()
-  let strangerTokens = STRANGER_BURST
-  let tokensAt = Date.now()
+  const strangerDials = createTokenBucket(STRANGER_BURST)
   /** per address: protected handshakes failed in a row although TCP answers */
   const pskSuspects = new Map<string, { count: number, warnedAt: number }>()
   /** per address: when plain TCP was last probed for the PSK hint */
   const pskProbedAt = new Map<string, number>()
-  let probeTokens = PSK_PROBE_BURST
-  let probeTokensAt = Date.now()
+  const pskProbes = createTokenBucket(PSK_PROBE_BURST)
   let stopped = false
   let bootstrapFailures = 0
   let bootstrapTimer: NodeJS.Timeout | undefined
@@ -211,11 +210,10 @@ export function createKeeper (opts: KeeperOptions): Keeper {
 
   /** whether `peerId` ranks us among its `keep` members (as `choose` does there) */
   function keepsUs (peerId: string): boolean {
-    const score = (other: string): string => createHash('sha256').update(`${peerId}/${other}`).digest('hex')
-    const ours = score(opts.self)
+    const ours = pairRank(peerId, opts.self)
     let before = 0
     for (const other of targets.keys()) {
-      if (other !== peerId && score(other) < ours && ++before >= keep) return false
+      if (other !== peerId && pairRank(peerId, other) < ours && ++before >= keep) return false
     }
     return true
   }
@@ -257,11 +255,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       strangers.set(peerId, state)
     }
     if (state.dialing || state.timer !== undefined || Date.now() < state.notBefore) return
-    const now = Date.now()
-    strangerTokens = Math.min(STRANGER_BURST, strangerTokens + (now - tokensAt) / 1000)
-    tokensAt = now
-    if (strangerTokens < 1) return // it answers again at the next mDNS round
-    strangerTokens--
+    if (!strangerDials.take()) return // it answers again at the next mDNS round
     const s = state
     // Knowing members (or a bootstrap to learn them from), a stranger of our mesh usually
     // becomes a member by gossip within seconds, and then the member logic decides: dial
@@ -347,10 +341,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       // loaded machine) must not double as a crowd of TCP probes
       const now = Date.now()
       if (now - (pskProbedAt.get(key) ?? 0) < PSK_PROBE_INTERVAL_MS) continue
-      probeTokens = Math.min(PSK_PROBE_BURST, probeTokens + (now - probeTokensAt) / 1000)
-      probeTokensAt = now
-      if (probeTokens < 1) continue
-      probeTokens--
+      if (!pskProbes.take()) continue
       if (pskProbedAt.size >= MAX_STRANGERS * 4) pskProbedAt.clear()
       pskProbedAt.set(key, now)
       if (!await tcpReachable(target.host, target.port)) { pskSuspects.delete(key); continue }
@@ -420,8 +411,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
         const parsed = addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
         if (state !== undefined) { state.addrs = parsed; state.raw = raw; continue }
         forgetStranger(peerId)
-        const score = createHash('sha256').update(`${opts.self}/${peerId}`).digest('hex')
-        targets.set(peerId, { addrs: parsed, raw, failures: 0, dialing: false, everConnected: false, lookedUpAt: 0, score, kept: false })
+        targets.set(peerId, { addrs: parsed, raw, failures: 0, dialing: false, everConnected: false, lookedUpAt: 0, score: pairRank(opts.self, peerId), kept: false })
       }
       choose()
     },
@@ -446,6 +436,11 @@ async function tcpReachable (host: string, port: number): Promise<boolean> {
     socket.once('timeout', () => done(false))
     socket.once('error', () => done(false))
   })
+}
+
+/** `from`'s rank key for `to`: the lower, the earlier `from` keeps `to` (each node its own random order) */
+function pairRank (from: string, to: string): string {
+  return createHash('sha256').update(`${from}/${to}`).digest('hex')
 }
 
 /** a connection refused (nothing listens yet), also inside an AggregateError of several addresses */

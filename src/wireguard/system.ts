@@ -39,7 +39,7 @@ import {
   type IpLinkInfo,
   type WgDump
 } from './parse.ts'
-import { encodeSetDevice, encodeSetPeers, isLiteralEndpoint, parseGetReply, parseSetReply, uapiRequest, UapiUnavailableError } from './uapi.ts'
+import { encodeSetDevice, encodeSetPeers, GET_DEVICE, isLiteralEndpoint, parseGetReply, parseSetReply, uapiRequest, UapiUnavailableError } from './uapi.ts'
 
 /**
  * Routes we install carry this routing protocol number (unassigned in iproute2's rt_protos),
@@ -265,7 +265,7 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
 
   /** Key, port and peers of the live device: over the socket when it answers, else `wg show dump`. */
   async function liveDevice(name: string): Promise<WgDump> {
-    const reply = await uapi(name, 'get=1\n\n')
+    const reply = await uapi(name, GET_DEVICE)
     return reply === undefined ? await dump(name) : parseGetReply(reply)
   }
 
@@ -313,7 +313,7 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
     // wireguard-go opens the socket after creating the tun: one answer means both are there.
     for (;;) {
       try {
-        parseGetReply(await uapiRequest(socketPath(name), 'get=1\n\n', timeoutMs))
+        parseGetReply(await uapiRequest(socketPath(name), GET_DEVICE, timeoutMs))
         break
       } catch (e) {
         if (Date.now() > deadline) {

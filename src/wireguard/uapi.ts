@@ -45,6 +45,9 @@ export function isLiteralEndpoint (endpoint: string): boolean {
   return parseIp(t.slice(0, t.lastIndexOf(':'))) !== undefined
 }
 
+/** The request that reads the whole device (answered by parseGetReply). */
+export const GET_DEVICE = 'get=1\n\n'
+
 /** "set=1" for key and/or port; undefined when neither is given. */
 export function encodeSetDevice (opts: { privateKey?: string, listenPort?: number }): string | undefined {
   const lines: string[] = []
