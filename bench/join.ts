@@ -21,7 +21,7 @@ import { pathToFileURL } from 'node:url'
 import {
   createLab, DAEMON_BIN, formatTable, labPrerequisites, sleep, sweepStaleLabs, waitFor, type Lab
 } from '../test/e2e/lab.ts'
-import { measureStaticMesh, pollHandshakes, pollPairs, RESULTS_DIR, type StaticMeshResult } from './static-mesh.ts'
+import { measureStaticMesh, pollHandshakes, pollPairs, RESULTS_DIR, stats, type Stats, type StaticMeshResult } from './static-mesh.ts'
 import { meshCpuSeconds } from './daemons.ts'
 
 const NODES = Number(process.env.BENCH_NODES ?? 10)
@@ -30,7 +30,6 @@ const MESH_TIMEOUT_MS = Number(process.env.BENCH_MESH_TIMEOUT ?? 90) * 1000
 const JOIN_TIMEOUT_MS = 40_000
 const LOG_LINES = 8 // per node, in error reports
 
-export interface Stats { n: number; medianMs: number; minMs: number; maxMs: number }
 
 export interface JoinRound { round: number; firstPingMs: number | null; allMembersMs: number | null }
 
@@ -45,14 +44,6 @@ export interface Results {
 }
 
 const ms = (t0: number): number => Math.round(performance.now() - t0)
-
-function stats (values: Array<number | null>): Stats | null {
-  const v = values.filter((x): x is number => x !== null).sort((a, b) => a - b)
-  if (v.length === 0) return null
-  const mid = Math.floor(v.length / 2)
-  const median = v.length % 2 === 1 ? v[mid] ?? 0 : ((v[mid - 1] ?? 0) + (v[mid] ?? 0)) / 2
-  return { n: v.length, medianMs: Math.round(median), minMs: v[0] ?? 0, maxMs: v[v.length - 1] ?? 0 }
-}
 
 function progress (msg: string): void {
   console.log(`[bench] ${msg}`)

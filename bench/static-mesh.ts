@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import {
-  createLab, formatTable, labPrerequisites, mapBounded, setupStaticMesh, sleep, STATIC_MESH_V4, STATIC_MESH_V6, type Lab, type StaticMeshMember
+  createLab, formatTable, labPrerequisites, makeWgKey, mapBounded, setupStaticMesh, sleep, STATIC_MESH_V4, STATIC_MESH_V6, type Lab, type StaticMeshMember
 } from '../test/e2e/lab.ts'
 
 export const RESULTS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), 'results')
@@ -29,11 +29,19 @@ export interface StaticMeshResult {
  * as nebula and tinc are), timed from its `wireguard-go` start (then keys, peer, addresses,
  * link up) to the first ping node1 answers, with the same poller as the daemon's join.
  */
-export interface StaticJoinResult {
+export interface StaticJoinResult extends Stats {
   rounds: number[] // ms per round
-  medianMs: number
-  minMs: number
-  maxMs: number
+}
+
+export interface Stats { n: number, medianMs: number, minMs: number, maxMs: number }
+
+/** Median and spread of the values that are there (null = a round that timed out). */
+export function stats (values: Array<number | null>): Stats | null {
+  const v = values.filter((x): x is number => x !== null).sort((a, b) => a - b)
+  if (v.length === 0) return null
+  const mid = Math.floor(v.length / 2)
+  const median = v.length % 2 === 1 ? v[mid] ?? 0 : ((v[mid - 1] ?? 0) + (v[mid] ?? 0)) / 2
+  return { n: v.length, medianMs: Math.round(median), minMs: v[0] ?? 0, maxMs: v[v.length - 1] ?? 0 }
 }
 
 // Polls the ordered pairs that have not answered yet until all have (or timeoutMs).
@@ -93,10 +101,7 @@ async function measureStaticJoin (lab: Lab, first: StaticMeshMember, rounds: num
   for (let r = 1; r <= rounds; r++) {
     const name = `sj${r}`
     const n = await lab.addNode(name)
-    const key = (await lab.execOk(name, ['wg', 'genkey'])).trim()
-    const publicKey = (await lab.execOk(name, ['wg', 'pubkey'], { input: `${key}\n` })).trim()
-    const keyFile = join(n.dir, 'wg.key')
-    writeFileSync(keyFile, `${key}\n`, { mode: 0o600 })
+    const { keyFile, publicKey } = await makeWgKey(lab, name)
     const port = 51820
     const v6 = STATIC_MESH_V6(n.index)
     // provisioned beforehand: node1 already knows the newcomer
@@ -117,10 +122,7 @@ async function measureStaticJoin (lab: Lab, first: StaticMeshMember, rounds: num
     if (ms === undefined) throw new Error(`static join round ${r}: no ping within 30 s`)
     times.push(ms)
   }
-  const sorted = [...times].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  const median = sorted.length % 2 === 1 ? sorted[mid] ?? 0 : Math.round(((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2)
-  return { rounds: times, medianMs: median, minMs: sorted[0] ?? 0, maxMs: sorted[sorted.length - 1] ?? 0 }
+  return { rounds: times, ...stats(times) as Stats }
 }
 
 export async function measureStaticMesh (n = 10, joinRounds = 0): Promise<StaticMeshResult> {

@@ -1111,14 +1111,20 @@ export interface StaticMeshOptions {
 export const STATIC_MESH_V4 = (index: number): string => `198.19.${Math.floor(index / 256)}.${index % 256}`
 export const STATIC_MESH_V6 = (index: number): string => `fd5c:6c61:6200::${index.toString(16)}`
 
+/** A WireGuard key for a static (daemon-less) node: its private key in a 0600 file in the node's dir. */
+export async function makeWgKey (lab: Lab, name: string): Promise<{ keyFile: string, publicKey: string }> {
+  const key = (await lab.execOk(name, ['wg', 'genkey'])).trim()
+  const publicKey = (await lab.execOk(name, ['wg', 'pubkey'], { input: `${key}\n` })).trim()
+  const keyFile = join(lab.node(name).dir, 'wg.key')
+  writeFileSync(keyFile, `${key}\n`, { mode: 0o600 })
+  return { keyFile, publicKey }
+}
+
 export async function setupStaticMesh (lab: Lab, names: string[], opts: StaticMeshOptions = {}): Promise<StaticMeshMember[]> {
   const port = opts.port ?? 51820
   const members = await Promise.all(names.map(async name => {
     const n = lab.node(name)
-    const key = (await lab.execOk(name, ['wg', 'genkey'])).trim()
-    const publicKey = (await lab.execOk(name, ['wg', 'pubkey'], { input: `${key}\n` })).trim()
-    const keyFile = join(n.dir, 'wg.key')
-    writeFileSync(keyFile, `${key}\n`, { mode: 0o600 })
+    const { keyFile, publicKey } = await makeWgKey(lab, name)
     await lab.execOk(name, ['wireguard-go', n.wgIf])
     await lab.execOk(name, ['wg', 'set', n.wgIf, 'private-key', keyFile, 'listen-port', String(port)])
     const ipv4 = STATIC_MESH_V4(n.index)
