@@ -16,6 +16,7 @@ import { meshSeed, type Psk } from '../config/psk.ts'
 import { unmapIpv4 } from '../util/ip.ts'
 import { createTokenBucket } from '../util/rate.ts'
 import { fixXsalsa20 } from './xsalsa20-fix.ts'
+import { withLiveness, type LivenessOptions } from './liveness.ts'
 
 // pnet's cipher package leaks its WASM memory to a crash once any chunk grows it (see the module)
 fixXsalsa20()
@@ -44,6 +45,8 @@ export interface HostOptions {
    * loopback. Never set by the CLI or the config: members must not reach each other over lo.
    */
   allowLoopback?: boolean
+  /** how often each connection is pinged, and how long an answer may take (tests shorten both) */
+  liveness?: LivenessOptions
 }
 
 /** kad-dht protocol of our own: the mesh's DHT never mixes with a public one. */
@@ -59,9 +62,7 @@ export async function createHost (opts: HostOptions) {
     transports: [tcp()],
     connectionProtector: opts.protector !== undefined ? () => opts.protector! : preSharedKey({ psk: new TextEncoder().encode(opts.psk.swarmKey) }),
     connectionEncrypters: [noise()],
-    // yamux's own keepalive pings every connection every 30 s from both ends and never acts on a
-    // missing answer (silent deaths are the connection monitor's job below): idle cost only.
-    streamMuxers: [yamux({ enableKeepAlive: false })],
+    streamMuxers: [streamMuxer(opts.liveness)],
     connectionGater: {
       // never reach a member through the overlay itself
       denyDialMultiaddr: ma => !usable(ma),
@@ -74,16 +75,8 @@ export async function createHost (opts: HostOptions) {
       inboundConnectionThreshold: 100,
       maxIncomingPendingConnections: 100
     },
-    connectionMonitor: {
-      // Idle cost: each ping opens a stream and negotiates its protocol, on every connection
-      // (a full mesh: every member). Closed connections are noticed at once anyway; this only
-      // catches silent deaths (a partition), now within about a minute instead of 10 s.
-      pingInterval: CONNECTION_PING_MS,
-      // A failed ping aborts the connection, and every connection is pinged at the same
-      // moment: on a loaded machine (a fleet starting on few cores) the 5 s floor dropped
-      // healthy connections by the hundred. A silent death is still noticed within 80 s.
-      pingTimeout: { minTimeout: CONNECTION_PING_TIMEOUT_MS }
-    },
+    // replaced by the muxer's own pings (streamMuxer below)
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       ping: ping(),
@@ -178,8 +171,21 @@ export async function dhtService (): Promise<ReturnType<typeof kadDHT>> {
   return kadDHT({ protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: passthroughMapper })
 }
 
-export const CONNECTION_PING_MS = 60_000
-export const CONNECTION_PING_TIMEOUT_MS = 20_000
+/**
+ * Silent deaths (a partition) are noticed within about a minute and a half: every connection
+ * is pinged about once a minute from each end. A ping is one yamux frame, so no longer the
+ * idle cost it was as a stream (src/p2p/liveness.ts). The timeout stays generous: a fleet
+ * starting on few cores delays answers by seconds, and a missed answer drops the connection.
+ */
+export const LIVENESS: LivenessOptions = { intervalMs: 60_000, timeoutMs: 20_000 }
+
+/**
+ * yamux, with its own keepalive off (it pings every 30 s and never acts on a missing
+ * answer) and our liveness pings on instead.
+ */
+export function streamMuxer (liveness: LivenessOptions = LIVENESS) {
+  return withLiveness(yamux({ enableKeepAlive: false }), liveness)
+}
 
 /**
  * One small topic whose authors reach every member directly (floodPublish on a full mesh of

@@ -2,7 +2,6 @@ import { createServer } from 'node:net'
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@libp2p/noise'
-import { yamux } from '@libp2p/yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
@@ -11,7 +10,8 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { lpStream } from '@libp2p/utils'
 import type { PrivateKey } from '@libp2p/interface'
 import { pino } from 'pino'
-import { CONNECTION_PING_MS, createHost, dhtService, GOSSIPSUB_OPTIONS, type Host } from '../../src/p2p/host.ts'
+import { createHost, dhtService, GOSSIPSUB_OPTIONS, streamMuxer, type Host } from '../../src/p2p/host.ts'
+import type { LivenessOptions } from '../../src/p2p/liveness.ts'
 import { startGossip, type Gossip } from '../../src/gossip/gossip.ts'
 import { signRecord, type NodeRecord } from '../../src/gossip/record.ts'
 import { Membership } from '../../src/membership/table.ts'
@@ -46,17 +46,17 @@ export async function freePort (): Promise<number> {
 }
 
 /** The createHost stack without its dial gater, so that it can dial 127.0.0.1; `dht` adds createHost's DHT service. */
-export async function testHost (privateKey: PrivateKey, psk: Psk, listen: string[], opts: { dht?: boolean } = {}): Promise<Host> {
+export async function testHost (privateKey: PrivateKey, psk: Psk, listen: string[], opts: { dht?: boolean, liveness?: LivenessOptions } = {}): Promise<Host> {
   return await createLibp2p({
     privateKey,
     addresses: { listen },
     transports: [tcp()],
     connectionProtector: preSharedKey({ psk: new TextEncoder().encode(psk.swarmKey) }),
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [streamMuxer(opts.liveness)],
     connectionGater: { denyDialMultiaddr: () => false },
     connectionManager: { inboundConnectionThreshold: 100, maxIncomingPendingConnections: 100 },
-    connectionMonitor: { pingInterval: CONNECTION_PING_MS },
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       ping: ping(),
