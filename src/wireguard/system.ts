@@ -23,7 +23,7 @@ import { spawn } from 'node:child_process'
 import { createSocket } from 'node:dgram'
 import { closeSync, constants as fsConstants, existsSync, openSync, writeSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { networkInterfaces, tmpdir, type NetworkInterfaceInfo } from 'node:os'
 import { join } from 'node:path'
 import { isIP } from 'node:net'
 import type { RouteChange, WgDevice, WgDriver, WgImplementation, WgInterfaceConfig, WgPeerConfig } from './driver.ts'
@@ -32,6 +32,8 @@ import {
   buildWgSetArgv,
   normaliseAllowedIps,
   normaliseCidr,
+  isIpv6LinkLocal,
+  normaliseInterfaceAddresses,
   normaliseInterfaceConfig,
   parseIpJson,
   parseWgDump,
@@ -66,7 +68,15 @@ export interface SystemDriverOptions {
   startTimeoutMs?: number
   /** where wireguard-go keeps its control sockets; default '/var/run/wireguard' */
   socketDir?: string
+  /** the addresses of interfaces that are up and running; default os.networkInterfaces (tests inject one) */
+  interfaceAddresses?: () => NodeJS.Dict<NetworkInterfaceInfo[]>
 }
+
+/**
+ * How long ensureInterface may trust its last full check (`ip addr show`, a child process)
+ * while the kernel still lists the interface up with exactly our addresses.
+ */
+export const FULL_CHECK_MS = 300_000
 
 /** A command that failed: exit code, signal or timeout, with its stderr. */
 export class CommandError extends Error {
@@ -171,6 +181,7 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
   const startTimeoutMs = opts.startTimeoutMs ?? 5_000
   const socketDir = opts.socketDir ?? '/var/run/wireguard'
   const log: WgLogFn = opts.log ?? (() => {})
+  const interfaceAddresses = opts.interfaceAddresses ?? networkInterfaces
   let impl: WgImplementation | undefined
   const env = withSbinPath(process.env)
 
@@ -327,20 +338,29 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
     return 'userspace'
   }
 
-  async function ensureInterface(cfgIn: WgInterfaceConfig): Promise<void> {
-    const cfg = normaliseInterfaceConfig(cfgIn)
-    const name = cfg.name
-    let link = await linkInfo(name)
-    if (link === undefined) {
-      impl = await create(name)
-      link = await linkInfo(name)
-      if (link === undefined) throw new Error(`interface ${name} vanished right after it was created`)
-    } else {
-      impl = implFromKind(name, link.kind)
-      log('debug', `wireguard: adopting existing ${impl} interface ${name}`, { name, implementation: impl })
-    }
+  /**
+   * The reconciler re-ensures the interface every 30 s to repair drift. Each full check costs
+   * an `ip` process (~9 ms of CPU, most of a quiet daemon's child processes), so between full
+   * checks an interface we set up with the same config passes when getifaddrs (no process)
+   * lists it up, running and with exactly our addresses; its key and port are still compared.
+   * A changed MTU waits for the next full check.
+   */
+  const verified = new Map<string, { config: string, at: number }>()
 
-    // Key and port: one set, only what differs.
+  function listsExactly(name: string, addresses: string[]): boolean {
+    const entries = interfaceAddresses()[name]
+    if (entries === undefined) return false
+    let listed: string[]
+    try {
+      listed = normaliseInterfaceAddresses(entries.filter(e => !isIpv6LinkLocal(e.address)).map(e => e.cidr ?? ''))
+    } catch {
+      return false
+    }
+    return listed.join() === addresses.join() // both normalised and sorted
+  }
+
+  /** Key and port: one set, only what differs. */
+  async function ensureKeyAndPort(name: string, cfg: WgInterfaceConfig): Promise<void> {
     const live = await liveDevice(name)
     const newPort = cfg.listenPort !== 0 && live.listenPort !== cfg.listenPort ? cfg.listenPort : undefined
     const portArgs = newPort === undefined ? [] : ['listen-port', String(newPort)]
@@ -358,6 +378,37 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
       await change('wg', ['set', name, ...portArgs])
     }
     if (newKey !== undefined) log('info', `wireguard: set private key of ${name} (public key ${wantPublic})`, { name, publicKey: wantPublic })
+  }
+
+  async function ensureInterface(cfgIn: WgInterfaceConfig): Promise<void> {
+    const cfg = normaliseInterfaceConfig(cfgIn)
+    const name = cfg.name
+    const config = JSON.stringify(cfg)
+    const last = verified.get(name)
+    verified.delete(name)
+    if (last !== undefined && last.config === config && Date.now() - last.at < FULL_CHECK_MS && listsExactly(name, cfg.addresses)) {
+      await ensureKeyAndPort(name, cfg)
+      verified.set(name, last)
+      return
+    }
+    await fullEnsure(name, cfg)
+    verified.set(name, { config, at: Date.now() })
+  }
+
+  async function fullEnsure(name: string, cfg: WgInterfaceConfig): Promise<void> {
+    let link = await linkInfo(name)
+    if (link === undefined) {
+      impl = await create(name)
+      // A new link is down, without addresses, and carries no routes (they go with a link):
+      // asking `ip` would only cost two more processes on the way to the first packet.
+      link = { name, mtu: 0, up: false, kind: impl === 'kernel' ? 'wireguard' : 'tun', addresses: [] }
+      routesClean.add(name)
+    } else {
+      impl = implFromKind(name, link.kind)
+      log('debug', `wireguard: adopting existing ${impl} interface ${name}`, { name, implementation: impl })
+    }
+
+    await ensureKeyAndPort(name, cfg)
 
     // MTU, link state and addresses in one `ip -batch` (each process costs the daemon a fork,
     // tens of ms on a busy start): unwanted addresses go first, so a prefix-length change can re-add.
@@ -507,6 +558,7 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
     validateInterfaceName(name)
     await locked(name, async () => {
       routesClean.delete(name)
+      verified.delete(name)
       const link = await linkInfo(name)
       if (link === undefined) {
         log('debug', `wireguard: ${name} already gone`, { name })

@@ -3,11 +3,11 @@
 // No root, no real device.
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
-import { tmpdir } from 'node:os'
+import { tmpdir, type NetworkInterfaceInfo } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { generateWgKeyPair } from '../../src/wireguard/keys.ts'
-import { createSystemDriver } from '../../src/wireguard/system.ts'
+import { createSystemDriver, FULL_CHECK_MS } from '../../src/wireguard/system.ts'
 import {
   encodeSetDevice,
   encodeSetPeers,
@@ -284,5 +284,50 @@ describe('system driver over the control socket', () => {
     expect(tools.calls().length).toBe(n + 2)
     await d.setRoutes('wgt0', [])
     expect(tools.calls().length).toBe(n + 2)
+  })
+
+  it('ensureInterface: one `ip` check, then getifaddrs and the socket alone until the addresses differ or the full check is due', async () => {
+    await serve('wgt0', (request, sock) => { sock.write(request.startsWith('get=1') ? GET : 'errno=0\n\n') })
+    const log = join(dir, 'calls.log')
+    const ip = join(dir, 'ip')
+    const link = JSON.stringify([{ ifname: 'wgt0', flags: ['POINTOPOINT', 'UP', 'LOWER_UP'], mtu: 1420, linkinfo: { info_kind: 'tun' }, addr_info: [{ family: 'inet6', local: 'fd00:1::1', prefixlen: 64, scope: 'global' }] }])
+    writeFileSync(ip, `#!/bin/sh\necho "ip $*" >> '${log}'\necho '${link}'\n`)
+    chmodSync(ip, 0o755)
+    const calls = (): string[] => existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter((l) => l !== '') : []
+    const listing: NodeJS.Dict<NetworkInterfaceInfo[]> = {}
+    const d = createSystemDriver({ socketDir: dir, ip, wg: '/nonexistent/wg', interfaceAddresses: () => listing })
+    const cfg = { name: 'wgt0', privateKey: dev.privateKey, listenPort: 10042, mtu: 1420, addresses: ['fd00:1::1/64'] }
+
+    await d.ensureInterface(cfg)
+    expect(calls()).toEqual(['ip -json -d addr show dev wgt0'])
+    // listed up with exactly our address (link-local aside): no process, one get over the socket
+    listing.wgt0 = [
+      { address: 'fd00:1::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '', internal: false, cidr: 'fd00:1::1/64', scopeid: 0 },
+      { address: 'fe80::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '', internal: false, cidr: 'fe80::1/64', scopeid: 5 }
+    ]
+    const gets = requests.length
+    await d.ensureInterface(cfg)
+    await d.ensureInterface(cfg)
+    expect(calls()).toHaveLength(1)
+    expect(requests.length).toBe(gets + 2)
+    // an address missing from the listing: a full check again
+    listing.wgt0 = listing.wgt0.slice(1)
+    await d.ensureInterface(cfg)
+    expect(calls()).toHaveLength(2)
+    // listed right, but the last full check is older than FULL_CHECK_MS
+    listing.wgt0 = [{ address: 'fd00:1::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '', internal: false, cidr: 'fd00:1::1/64', scopeid: 0 }]
+    await d.ensureInterface(cfg)
+    expect(calls()).toHaveLength(2)
+    const now = Date.now()
+    vi.spyOn(Date, 'now').mockReturnValue(now + FULL_CHECK_MS + 1)
+    try {
+      await d.ensureInterface(cfg)
+    } finally {
+      vi.restoreAllMocks()
+    }
+    expect(calls()).toHaveLength(3)
+    // another config (a new address) never takes the short way
+    await d.ensureInterface({ ...cfg, addresses: ['fd00:1::1/64', '198.18.200.1/24'] }).catch(() => {})
+    expect(calls().length).toBeGreaterThan(3)
   })
 })
