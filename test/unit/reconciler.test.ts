@@ -85,9 +85,14 @@ describe('reconciler', () => {
   it('adds new peers without keepalive, pokes only from one side, then turns keepalive on', async () => {
     const driver = createMemoryDriver()
     const ownKey = (await import('../../src/wireguard/keys.ts')).wgPublicKeyFromPrivate(iface.privateKey)
-    const keys = Array.from({ length: 40 }, key)
-    const lower = peer({ publicKey: keys.find(k => k < ownKey)!, allowedIps: ['10.223.0.3/32'] })
-    const higher = peer({ publicKey: keys.find(k => k > ownKey)!, allowedIps: ['10.223.0.4/32'] })
+    // one key on each side of ours: 40 random keys all fell on one side in 2 runs of 41 on
+    // average (our key is random too), which CI met once
+    const find = (side: (k: string) => boolean): string => {
+      for (let i = 0; i < 100_000; i++) { const k = key(); if (side(k)) return k }
+      throw new Error('no key on that side of ours in 100000 tries')
+    }
+    const lower = peer({ publicKey: find(k => k < ownKey), allowedIps: ['10.223.0.3/32'] })
+    const higher = peer({ publicKey: find(k => k > ownKey), allowedIps: ['10.223.0.4/32'] })
     expect(lower.publicKey < ownKey && ownKey < higher.publicKey).toBe(true)
     const r = createReconciler({ driver, iface: () => iface, desired: () => [lower, higher], log: silent })
     await r.runNow()
