@@ -46,11 +46,10 @@ function watch (muxer: PingingMuxer, stream: MessageStream, opts: LivenessOption
     if (muxer.status !== 'open') return
     muxer.ping({ signal: AbortSignal.timeout(opts.timeoutMs) }).then(next, (err: unknown) => {
       if (muxer.status !== 'open') return
-      // the connection closes with its transport: abort that, not only the muxer
+      // the connection (and with it the muxer) closes with the stream it runs on
       const reason = new Error(`no answer to a liveness ping within ${opts.timeoutMs} ms (${(err as Error).message})`)
       reason.name = 'LivenessTimeoutError'
       stream.abort(reason)
-      muxer.abort(reason)
     })
   }
   stream.addEventListener('close', () => { clearTimeout(timer) }, { once: true })
