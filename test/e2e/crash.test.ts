@@ -37,14 +37,14 @@ describe.skipIf(skip)('crashes and corrupt state', () => {
 
   it('comes back with its keys, addresses and members after kill -9 at random moments', async () => {
     const before = { key: (await lab.wgDump('k2'))!.publicKey, addrs: await lab.overlayAddresses('k2') }
-    // what must survive is what was dumped: the dump follows a change by 0.5 s, and the tunnel
+    // what must survive is what was dumped: the dump follows a change within 0.5 s, and the tunnel
     // may already work before that (own record + k1's)
     await waitFor(() => {
       try { return JSON.parse(readFileSync(join(lab.node('k2').stateDir, 'state.json'), 'utf8')).records.length >= 2 ? true : undefined } catch { return undefined }
     }, { timeoutMs: 10_000 })
     await lab.daemons().find(d => d.node === 'k2' && d.running())!.kill9()
     // Each round kills the restarting daemon somewhere in its start-up: reading the dump,
-    // reconciling the interface, connecting, syncing, writing the dump (0.5 s after changes).
+    // reconciling the interface, connecting, syncing, writing the dump (at most every 0.5 s).
     for (let round = 0; round < 8; round++) {
       const d = lab.spawnDaemon('k2', args('k2', false))
       await sleep(300 + Math.random() * 1700)

@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { chmodSync, chownSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { createLab, skipLab, waitFor, type Lab } from './lab.ts'
 
@@ -71,7 +71,9 @@ describe.skipIf(skip)('unprivileged daemons (nobody + ambient CAP_NET_ADMIN)', (
       const { stateDir } = lab.node(name)
       expect(statSync(stateDir).mode & 0o777).toBe(0o700)
       expect(statSync(stateDir).uid).toBe(NOBODY)
-      const files = readdirSync(stateDir).filter(f => !f.endsWith('.sock'))
+      // the dump follows the first membership change, which may be just after the pings
+      await waitFor(() => existsSync(join(stateDir, 'state.json')) ? true : undefined, { timeoutMs: 5_000, intervalMs: 100 })
+      const files = readdirSync(stateDir).filter(f => !f.endsWith('.sock') && !f.endsWith('.tmp'))
       expect(files).toEqual(expect.arrayContaining(['libp2p.key', 'wireguard.key', 'state.json']))
       for (const f of files) expect(statSync(join(stateDir, f)).mode & 0o777, f).toBe(0o600)
       expect(statSync(join(stateDir, 'control.sock')).mode & 0o777).toBe(0o600)
