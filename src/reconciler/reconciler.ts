@@ -61,6 +61,8 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
   /** wakes the reconciler when an endpoint attempt times out */
   let rotateTimer: NodeJS.Timeout | undefined
   let rotateAt = Infinity
+  /** peers added within HANDSHAKE_GRACE_MS: public key → end of their grace (keepalive off) */
+  const inGrace = new Map<string, number>()
 
   const resync = setInterval(() => { appliedIface = undefined; schedule() }, resyncMs)
   resync.unref()
@@ -108,13 +110,18 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
     const nowMs = Date.now()
     const selected = opts.endpoints?.select(opts.desired(), device.peers, nowMs)
     const desired: WgPeerConfig[] = selected?.peers ?? opts.desired().map(({ candidates: _, ...p }) => p)
-    const { upserts, removals } = diffPeers(desired, device.peers)
-    const known = new Set(device.peers.map(p => p.publicKey))
-    const added = upserts.filter(p => !known.has(p.publicKey))
     // A new peer starts without keepalive: turning keepalive on sends a packet at once, so
     // both sides would initiate together and their crossed handshakes stall for WireGuard's
-    // 5 s retry. The next pass (scheduled below) switches keepalive on.
-    const batch = upserts.map(p => known.has(p.publicKey) ? p : { ...p, persistentKeepalive: 0 })
+    // 5 s retry. It stays off through the grace period, however many passes run in it (a
+    // joining node reconciles again within milliseconds as its connections come up); the pass
+    // scheduled at its end switches keepalive on.
+    for (const [key, until] of inGrace) if (until <= nowMs) inGrace.delete(key)
+    const known = new Set(device.peers.map(p => p.publicKey))
+    const inHandshakeGrace = (p: WgPeerConfig): WgPeerConfig =>
+      known.has(p.publicKey) && !inGrace.has(p.publicKey) ? p : { ...p, persistentKeepalive: 0 }
+    const { upserts: batch, removals } = diffPeers(desired.map(inHandshakeGrace), device.peers)
+    const added = batch.filter(p => !known.has(p.publicKey))
+    for (const p of added) inGrace.set(p.publicKey, nowMs + HANDSHAKE_GRACE_MS)
     if (batch.length > 0 || removals.length > 0) await opts.driver.setPeers(iface.name, batch, removals)
     // after the peers: a route into the tunnel is useless until some peer's AllowedIPs take it
     const routes = opts.routes?.() ?? []
@@ -133,8 +140,8 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
     if (retried.length > 0) startHandshakes(iface.name, device.publicKey, retried, Math.floor(nowMs / 1000))
     const nextCheck = opts.endpoints?.nextCheckMs(Date.now())
     if (nextCheck !== undefined) wakeAt(Date.now() + nextCheck + 50)
-    const result = { added: added.length, updated: upserts.length - added.length, removed: removals.length, durationMs: performance.now() - started }
-    if (upserts.length > 0 || removals.length > 0) opts.log.info(result, 'wireguard peers reconciled')
+    const result = { added: added.length, updated: batch.length - added.length, removed: removals.length, durationMs: performance.now() - started }
+    if (batch.length > 0 || removals.length > 0) opts.log.info(result, 'wireguard peers reconciled')
     opts.onApplied?.(result)
     return result
   }

@@ -104,8 +104,14 @@ describe('reconciler', () => {
     await new Promise(resolve => setTimeout(resolve, 20))
     // we hold the lower key than `higher`: we poke it at once; `lower` pokes us, so we wait
     expect(driver.calls.filter(c => c.op === 'triggerHandshake').map(c => (c as { address: string }).address)).toEqual(['10.223.0.4'])
-    // the keepalive pass runs about 1 s later; polled, so a loaded machine cannot fail it
+    // passes within the grace period (a joining node's connections coming up) leave keepalive
+    // off, also when they update the peer: turning it on would send a handshake at once
     const keepalives = async (): Promise<number[]> => (await driver.read('wt0'))!.peers.map(p => p.persistentKeepalive ?? 0)
+    higher.endpoint = '198.18.0.9:10042'
+    await r.runNow()
+    expect((await driver.read('wt0'))!.peers.find(p => p.publicKey === higher.publicKey)?.endpoint).toBe('198.18.0.9:10042')
+    expect(await keepalives()).toEqual([0, 0])
+    // the keepalive pass runs about 1 s later; polled, so a loaded machine cannot fail it
     for (let waited = 0; waited < 5000 && (await keepalives()).some(k => k === 0); waited += 50) {
       await new Promise(resolve => setTimeout(resolve, 50))
     }
