@@ -13,6 +13,7 @@ import { createReconciler, type Reconciler } from './reconciler/reconciler.ts'
 import { desiredPeers } from './reconciler/desired.ts'
 import { createEndpointSelector } from './reconciler/endpoint-rotation.ts'
 import { interfaceAddresses, localCandidates, ObservedAddresses } from './endpoints/local.ts'
+import { watchAddresses } from './endpoints/watch.ts'
 import type { WgDriver, WgInterfaceConfig } from './wireguard/driver.ts'
 import { createSystemDriver } from './wireguard/system.ts'
 import type { Logger } from './log.ts'
@@ -35,11 +36,13 @@ import { createThrottledTask } from './util/rate.ts'
 const MEMBERSHIP_REVIEW_MS = 50
 const SAVE_INTERVAL_MS = 500
 /**
- * How often our own interface addresses are read (getifaddrs, no process) to notice roaming.
- * At once a second this was a quarter of an idle daemon's CPU (0.265 against 0.20 CPU-s/min
- * without it, N=10); every 2 s costs half that and roaming still shows within 2 s.
+ * Our own interface addresses are read (getifaddrs, no process) when the kernel reports an
+ * address change (src/endpoints/watch.ts), at least every UNDERLAY_CHECK_MS, and every
+ * UNDERLAY_POLL_MS where no watcher can run. Polling every second was a quarter of an idle
+ * daemon's CPU (0.265 against 0.20 CPU-s/min without it, N=10).
  */
 const UNDERLAY_POLL_MS = 2_000
+const UNDERLAY_CHECK_MS = 60_000
 
 export interface DaemonOptions {
   config: Config
@@ -48,6 +51,9 @@ export interface DaemonOptions {
   driver?: WgDriver
   /** tests and benchmarks only (many daemons on 127.0.0.1); see HostOptions.allowLoopback */
   allowLoopback?: boolean
+  /** false: poll our interface addresses instead of running an `ip monitor` child (benchmarks
+   * with many daemons in one process) */
+  addressEvents?: boolean
 }
 
 export interface Daemon {
@@ -143,7 +149,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       overlay: [ranges.ipv6, ...(ranges.ipv4 === undefined ? [] : [ranges.ipv4])],
       self,
       localProblem: localRouteProblem({
-        ownAddresses: localIps, // polled every UNDERLAY_POLL_MS below
+        ownAddresses: localIps, // kept current by the address watch below
         members: live,
         hasIpv4: claims.ipv4 !== undefined
       })
@@ -270,7 +276,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   })
 
   // Our candidate endpoints come from config, from what members observe (identify) and from
-  // our interfaces, polled every UNDERLAY_POLL_MS: a changed underlay address is re-announced at once.
+  // our interfaces (read again on every address event): a changed underlay address is re-announced at once.
   const observed = new ObservedAddresses()
   const underlayIps = (): string[] => interfaceAddresses().filter(ip => !isOverlayAddress(ip))
   let localIps = underlayIps()
@@ -376,10 +382,12 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     for (const peerId of known) {
       if (!live.has(peerId)) { known.delete(peerId); log.info({ peer: peerId }, 'member left') }
     }
-    keeper?.setTargets(new Map(members.map(e => [e.record.peerId, e.record.addrs])))
     if (reviewClaims()) void announce()
     reviewRoutes()
-    reconciler.schedule()
+    // WireGuard first, then the dials: a newcomer dials every member at once (a noise
+    // handshake each), which held its event loop for ~300 ms while its tunnels waited
+    const targets = new Map(members.map(e => [e.record.peerId, e.record.addrs]))
+    void reconciler.runNow().catch(() => {}).finally(() => keeper?.setTargets(targets))
     saveSoon()
     const key = JSON.stringify([claims.ipv6.address, claims.ipv4?.address, members.map(({ record: r }) => [r.peerId, r.name, r.ipv6.address, r.ipv4?.address]).sort()])
     if (key !== membershipKey) {
@@ -458,7 +466,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     void announce()
   })
   host.addEventListener('peer:disconnect', evt => { observed.delete(evt.detail.toString()) })
-  const interfacesTimer = setInterval(() => {
+  const checkUnderlay = (): void => {
     const now = underlayIps()
     if (now.join() === localIps.join()) return
     const gone = localIps.filter(ip => !now.includes(ip))
@@ -473,8 +481,14 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       void reconciler.pokeAll()
       setTimeout(() => { void reconciler.pokeAll() }, 1000).unref()
     }
-  }, UNDERLAY_POLL_MS)
-  interfacesTimer.unref()
+  }
+  const addressWatch = watchAddresses({
+    onChange: checkUnderlay,
+    pollMs: UNDERLAY_POLL_MS,
+    safetyMs: UNDERLAY_CHECK_MS,
+    events: opts.addressEvents,
+    log
+  })
 
   // Liveness: a periodic refresh (jittered so members do not beat in step) tells the others
   // we are alive even when nothing changed.
@@ -546,7 +560,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     if (changeTimer !== undefined) clearTimeout(changeTimer)
     clearInterval(expiryTimer)
     clearInterval(tunnelsTimer)
-    clearInterval(interfacesTimer)
+    addressWatch.stop()
     if (watching !== undefined) clearTimeout(watching)
     control.close()
     hosts?.stop()
