@@ -66,7 +66,7 @@ async function handle (msg: ToWorker): Promise<void> {
         // BENCH_CP_MDNS=0: without mDNS (on by default, as in the daemon)
         mdns: process.env.BENCH_CP_MDNS !== '0'
       })
-      const d = await startDaemon({ config, log: log.child({ n: index }), driver: createMemoryDriver({ autoHandshake: true }), allowLoopback: true })
+      const d = await startDaemon({ config, log: log.child({ n: index }), driver: createMemoryDriver({ autoHandshake: true }), allowLoopback: true, addressEvents: false })
       const slot = daemons.push(d) - 1
       indices[slot] = index
       fullAt[slot] = null

@@ -10,8 +10,9 @@ afterAll(async () => { for (const d of dirs) await rm(d, { recursive: true, forc
 
 describe('atomic state writes', () => {
   it('writes 0600 files in a 0700 directory', async () => {
-    const dir = join(await mkdtemp(join(tmpdir(), 'w2w-atomic-')), 'state')
-    dirs.push(dir)
+    const parent = await mkdtemp(join(tmpdir(), 'w2w-atomic-'))
+    dirs.push(parent)
+    const dir = join(parent, 'state')
     await ensurePrivateDir(dir)
     await writeFileAtomic(join(dir, 'f'), 'x')
     expect((await stat(dir)).mode & 0o777).toBe(0o700)
