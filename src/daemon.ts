@@ -32,8 +32,12 @@ import { createThrottledTask } from './util/rate.ts'
 // reconciler → WireGuard driver. Each arrow is one of the calls below; nothing else talks
 // across layers.
 
-/** membership changes within this time are reviewed together */
-const MEMBERSHIP_REVIEW_MS = 50
+/**
+ * membership changes within this time are reviewed together (a sync's records arrive within a
+ * few ms; at 50 ms a member put a newcomer into WireGuard 47–71 ms after the newcomer had
+ * added it, so the newcomer's handshake was dropped more often)
+ */
+const MEMBERSHIP_REVIEW_MS = 10
 const SAVE_INTERVAL_MS = 500
 /**
  * Our own interface addresses are read (getifaddrs, no process) when the kernel reports an
