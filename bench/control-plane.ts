@@ -132,9 +132,8 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
     // three of the S as bootstraps, as an operator would list several
     const seeds = [`127.0.0.1:${port}`]
     for (let index = 2; index <= Math.min(SEEDS, n); index++) {
-      const w = w0
-      const started = w.next('started', 60_000)
-      w.send({ cmd: 'start', nodes: [{ index, bootstrap: [seeds[0] as string] }], psk, total: n })
+      const started = w0.next('started', 60_000)
+      w0.send({ cmd: 'start', nodes: [{ index, bootstrap: [seeds[0] as string] }], psk, total: n })
       seeds.push(`127.0.0.1:${(await started).port}`)
     }
     const bootstrapOf = (index: number): string[] => [...new Set([0, 1, 2].map(k => seeds[(index + k) % seeds.length] as string))]

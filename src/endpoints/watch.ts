@@ -57,17 +57,17 @@ export function watchAddresses (opts: AddressWatchOptions): AddressWatch {
 
   if (opts.events === false) {
     every(opts.pollMs)
-    return { mode: () => 'poll', stop: () => { stopped = true; if (timer !== undefined) clearInterval(timer) } }
+  } else {
+    every(opts.safetyMs)
+    const started = spawn(command[0] as string, command.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] })
+    child = started
+    started.on('error', err => { fallBack(err.message) })
+    started.on('exit', (code, signal) => { fallBack(`watcher exited (${signal ?? `code ${String(code)}`})`) })
+    started.stdout?.on('data', changed)
+    // the watcher must not keep the process alive; stop() ends it
+    started.unref()
+    ;(started.stdout as { unref?: () => void } | null)?.unref?.()
   }
-  every(opts.safetyMs)
-  const started = spawn(command[0] as string, command.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] })
-  child = started
-  started.on('error', err => { fallBack(err.message) })
-  started.on('exit', (code, signal) => { fallBack(`watcher exited (${signal ?? `code ${String(code)}`})`) })
-  started.stdout?.on('data', changed)
-  // the watcher must not keep the process alive; stop() ends it
-  started.unref()
-  ;(started.stdout as { unref?: () => void } | null)?.unref?.()
 
   return {
     mode: () => child === undefined ? 'poll' : 'events',
