@@ -26,7 +26,13 @@ export interface IdleResult {
 }
 
 export interface RestartRound { round: number, sent: number, lost: number, longestGapMs: number, restartMs: number }
-export interface RestartResult { rounds: RestartRound[], lostTotal: number, longestGapMs: number }
+export interface RestartResult {
+  rounds: RestartRound[]
+  lostTotal: number
+  longestGapMs: number
+  /** the same pinger on the same mesh with no restart: the gap the machine itself shows */
+  control: { sent: number, lost: number, longestGapMs: number }
+}
 
 const TICK = 100 // USER_HZ on Linux
 
@@ -98,6 +104,10 @@ export async function measureRestart (lab: Lab, addrs: Map<string, string>, pskF
   const target = 'node2'
   const addr = addrs.get(target)
   if (addr === undefined) throw new Error('restart: no overlay address for node2')
+  const control = lab.startPinger('node1', addr)
+  await sleep(5000)
+  const c = await control.stop()
+  console.log(`[bench] restart control (no restart): sent ${c.sent}, lost ${c.lost}, longest gap ${c.longestGapMs} ms`)
   const out: RestartRound[] = []
   for (let round = 1; round <= rounds; round++) {
     const pinger = lab.startPinger('node1', addr)
@@ -116,5 +126,10 @@ export async function measureRestart (lab: Lab, addrs: Map<string, string>, pskF
     console.log(`[bench] restart round ${round}: sent ${stats.sent}, lost ${stats.lost}, longest gap ${stats.longestGapMs} ms, daemon back in ${restartMs} ms`)
     await waitFor(() => d.running() ? true : undefined, { timeoutMs: 1000 })
   }
-  return { rounds: out, lostTotal: out.reduce((s, r) => s + r.lost, 0), longestGapMs: Math.max(...out.map(r => r.longestGapMs)) }
+  return {
+    rounds: out,
+    lostTotal: out.reduce((s, r) => s + r.lost, 0),
+    longestGapMs: Math.max(...out.map(r => r.longestGapMs)),
+    control: { sent: c.sent, lost: c.lost, longestGapMs: c.longestGapMs }
+  }
 }

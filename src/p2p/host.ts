@@ -196,7 +196,15 @@ export const GOSSIPSUB_OPTIONS = {
   allowPublishToZeroTopicPeers: true,
   emitSelf: false,
   floodPublish: true,
-  heartbeatInterval: 5_000
+  heartbeatInterval: 5_000,
+  scoreParams: {
+    // Peer scoring guards open networks against Sybils; ours is gated by the PSK. Its IP
+    // colocation penalty would silence every peer once more than 10 share an address (members
+    // behind one NAT, or every daemon of a one-host lab): gossip to and from them stops.
+    IPColocationFactorWeight: 0,
+    // Score decay (and with it a wake-up) once a minute instead of every second.
+    decayInterval: 60_000
+  }
 }
 
 /** The IP of a multiaddr; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 it is. */
