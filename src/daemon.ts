@@ -14,7 +14,7 @@ import { desiredPeers } from './reconciler/desired.ts'
 import { createEndpointSelector } from './reconciler/endpoint-rotation.ts'
 import { interfaceAddresses, localCandidates, ObservedAddresses } from './endpoints/local.ts'
 import { watchAddresses } from './endpoints/watch.ts'
-import type { WgDriver, WgInterfaceConfig } from './wireguard/driver.ts'
+import type { WgDriver, WgInterfaceConfig, WgPeerState } from './wireguard/driver.ts'
 import { createSystemDriver } from './wireguard/system.ts'
 import type { Logger } from './log.ts'
 import { decodeEnvelope, encodeEnvelope, forgetState, loadState, saveState } from './state/store.ts'
@@ -47,6 +47,14 @@ const SAVE_INTERVAL_MS = 500
  */
 const UNDERLAY_POLL_MS = 2_000
 const UNDERLAY_CHECK_MS = 60_000
+/** with keepalive on, WireGuard rekeys every 2 minutes: a live tunnel's last handshake is never older */
+const TUNNEL_UP_SECONDS = 180
+
+function handshakeAgeSeconds (wg: WgPeerState | undefined, nowMs: number): number | null {
+  return wg === undefined || wg.latestHandshake === 0 ? null : Math.max(0, Math.round(nowMs / 1000 - wg.latestHandshake))
+}
+
+const tunnelUp = (handshakeAge: number | null): boolean => handshakeAge !== null && handshakeAge < TUNNEL_UP_SECONDS
 
 export interface DaemonOptions {
   config: Config
@@ -183,7 +191,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       },
       members: membership.members().map(({ record, receivedAt }) => {
         const wg = byKey.get(record.wgPublicKey)
-        const handshakeAge = wg === undefined || wg.latestHandshake === 0 ? null : Math.max(0, Math.round(nowMs / 1000 - wg.latestHandshake))
+        const handshakeAge = handshakeAgeSeconds(wg, nowMs)
         const connected = host.getConnections(peerIdFromString(record.peerId)).length > 0
         const recordAge = Math.round((nowMs - receivedAt) / 1000)
         const tried = endpoints.describe(record.wgPublicKey)
@@ -202,7 +210,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
           candidates: tried?.candidates ?? [],
           state: recordAge > config.refreshSeconds * 3
             ? 'stale'
-            : handshakeAge !== null && handshakeAge < 180
+            : tunnelUp(handshakeAge)
               ? 'ok'
               // every candidate tried, no handshake: say so instead of 'connecting' forever
               : (tried?.rounds ?? 0) > 0 ? 'no-direct-path' : 'connecting'
@@ -216,8 +224,12 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   let lastTunnels = ''
   /** Logs on change; true once every member's tunnel is up. */
   const reportTunnels = async (): Promise<boolean> => {
-    const members = (await status()).members
-    const up = members.filter(m => m.handshakeAgeSeconds !== null && m.handshakeAgeSeconds < 180).length
+    // only handshake ages: a full status() would also build our multiaddrs every 30 s
+    const device = await driver.read(config.interface).catch(() => undefined)
+    const byKey = new Map(device?.peers.map(p => [p.publicKey, p]))
+    const members = membership.members()
+    const nowMs = Date.now()
+    const up = members.filter(({ record }) => tunnelUp(handshakeAgeSeconds(byKey.get(record.wgPublicKey), nowMs))).length
     const text = `${up}/${members.length} tunnels up`
     if (text !== lastTunnels) {
       lastTunnels = text

@@ -39,7 +39,17 @@ export function generateWgKeyPair(): WgKeyPair {
 }
 
 /** The public key `wg pubkey` would print for this private key. */
+/** the last derivation: the driver checks the live key against ours on every resync */
+let lastDerived: { priv: string, pub: string } | undefined
+
 export function wgPublicKeyFromPrivate(priv: string): string {
+  if (lastDerived?.priv === priv) return lastDerived.pub
+  const pub = derivePublicKey(priv)
+  lastDerived = { priv, pub }
+  return pub
+}
+
+function derivePublicKey(priv: string): string {
   const raw = decodeKey(priv, 'private key')
   // Node 20 refuses a JWK without `x`, so import the raw scalar as PKCS#8 DER instead.
   const key = createPrivateKey({ key: Buffer.concat([PKCS8_X25519_PREFIX, raw]), format: 'der', type: 'pkcs8' })
