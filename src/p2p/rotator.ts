@@ -124,10 +124,23 @@ export function createRotator (opts: RotatorOptions): Rotator {
    * is done.
    */
   const deliverAll = (): void => {
+    keepRedelivering()
     if (current === undefined || stopped || phaseAt(current, Date.now()) === 'done') return
     for (const peer of current.recipients) {
       if (delivered.has(peer) || sending.has(peer) || opts.isRevoked(peer) || current.exclude.includes(peer)) continue
       void deliver(peer)
+    }
+  }
+
+  /** The redelivery timer runs only while a rotation is being handed out (an idle daemon sleeps). */
+  const keepRedelivering = (): void => {
+    const handingOut = current !== undefined && !stopped && phaseAt(current, Date.now()) !== 'done'
+    if (handingOut && redeliver === undefined) {
+      redeliver = setInterval(deliverAll, REDELIVER_MS)
+      redeliver.unref()
+    } else if (!handingOut && redeliver !== undefined) {
+      clearInterval(redeliver)
+      redeliver = undefined
     }
   }
 
@@ -245,8 +258,7 @@ export function createRotator (opts: RotatorOptions): Rotator {
       await host.handle(ROTATE_PROTOCOL, handle, { runOnLimitedConnection: false })
       host.addEventListener('connection:open', onConnect)
       apply()
-      redeliver = setInterval(deliverAll, REDELIVER_MS)
-      redeliver.unref()
+      keepRedelivering()
       if (current !== undefined && phaseAt(current, Date.now()) !== 'done') {
         log.info({ rotation: current.id, phase: phaseAt(current, Date.now()) }, 'resuming a network key rotation')
       }
