@@ -197,6 +197,11 @@ export const GOSSIPSUB_OPTIONS = {
   emitSelf: false,
   floodPublish: true,
   heartbeatInterval: 5_000,
+  // A record reaches a node along several paths. Without a fast id every copy has its gossipsub
+  // signature checked before it is found to be a duplicate; with it, later copies are dropped on
+  // author + sequence number (the id gossipsub uses anyway). An id is cached only after a valid copy.
+  fastMsgIdFn: (msg: { from?: Uint8Array, seqno?: Uint8Array }): string =>
+    `${Buffer.from(msg.from ?? []).toString('base64')}/${Buffer.from(msg.seqno ?? []).toString('base64')}`,
   scoreParams: {
     // Peer scoring guards open networks against Sybils; ours is gated by the PSK. Its IP
     // colocation penalty would silence every peer once more than 10 share an address (members

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { describe, it, expect, vi, afterEach } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
+import { GOSSIPSUB_OPTIONS, ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
 import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
@@ -110,5 +110,17 @@ describe('mDNS answers in a large mesh', () => {
 
   it('no mDNS service: nothing to thin', () => {
     expect(() => { thinLanAnswers({ services: {} } as unknown as Host, () => 1) }).not.toThrow()
+  })
+})
+
+describe('gossipsub duplicate id', () => {
+  const id = GOSSIPSUB_OPTIONS.fastMsgIdFn
+  const bytes = (...b: number[]): Uint8Array => Uint8Array.from(b)
+  it('is the same for copies of one publication and differs by author and by sequence number', () => {
+    expect(id({ from: bytes(1, 2), seqno: bytes(0, 7) })).toBe(id({ from: bytes(1, 2), seqno: bytes(0, 7) }))
+    expect(id({ from: bytes(1, 2), seqno: bytes(0, 8) })).not.toBe(id({ from: bytes(1, 2), seqno: bytes(0, 7) }))
+    expect(id({ from: bytes(1, 3), seqno: bytes(0, 7) })).not.toBe(id({ from: bytes(1, 2), seqno: bytes(0, 7) }))
+    // the separator keeps the boundary: (12, 3) and (1, 23) are different publications
+    expect(id({ from: bytes(1, 2), seqno: bytes(3) })).not.toBe(id({ from: bytes(1), seqno: bytes(2, 3) }))
   })
 })
