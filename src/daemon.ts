@@ -170,9 +170,11 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     routing = next
   }
 
+  /** our WireGuard peers by public key; none when the device cannot be read */
+  const wgPeersByKey = async (): Promise<Map<string, WgPeerState>> =>
+    new Map((await driver.read(config.interface).catch(() => undefined))?.peers.map(p => [p.publicKey, p]))
   const status = async (): Promise<StatusReport> => {
-    const device = await driver.read(config.interface).catch(() => undefined)
-    const byKey = new Map(device?.peers.map(p => [p.publicKey, p]))
+    const byKey = await wgPeersByKey()
     const routeStatus = (peerId: string): RouteStatus[] => routing.verdicts.filter(v => v.peerId === peerId)
       .map(v => ({ cidr: v.cidr, accepted: v.accepted, reason: v.reason ?? null }))
     const nowMs = Date.now()
@@ -225,8 +227,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   /** Logs on change; true once every member's tunnel is up. */
   const reportTunnels = async (): Promise<boolean> => {
     // only handshake ages: a full status() would also build our multiaddrs every 30 s
-    const device = await driver.read(config.interface).catch(() => undefined)
-    const byKey = new Map(device?.peers.map(p => [p.publicKey, p]))
+    const byKey = await wgPeersByKey()
     const members = membership.members()
     const nowMs = Date.now()
     const up = members.filter(({ record }) => tunnelUp(handshakeAgeSeconds(byKey.get(record.wgPublicKey), nowMs))).length

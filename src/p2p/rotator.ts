@@ -124,16 +124,18 @@ export function createRotator (opts: RotatorOptions): Rotator {
    * is done.
    */
   const deliverAll = (): void => {
-    keepRedelivering()
-    if (current === undefined || stopped || phaseAt(current, Date.now()) === 'done') return
+    if (!keepRedelivering() || current === undefined) return
     for (const peer of current.recipients) {
       if (delivered.has(peer) || sending.has(peer) || opts.isRevoked(peer) || current.exclude.includes(peer)) continue
       void deliver(peer)
     }
   }
 
-  /** The redelivery timer runs only while a rotation is being handed out (an idle daemon sleeps). */
-  const keepRedelivering = (): void => {
+  /**
+   * The redelivery timer runs only while a rotation is being handed out (an idle daemon
+   * sleeps); true while it is.
+   */
+  const keepRedelivering = (): boolean => {
     const handingOut = current !== undefined && !stopped && phaseAt(current, Date.now()) !== 'done'
     if (handingOut && redeliver === undefined) {
       redeliver = setInterval(deliverAll, REDELIVER_MS)
@@ -142,6 +144,7 @@ export function createRotator (opts: RotatorOptions): Rotator {
       clearInterval(redeliver)
       redeliver = undefined
     }
+    return handingOut
   }
 
   const deliver = async (peer: string): Promise<void> => {

@@ -38,10 +38,10 @@ export function generateWgKeyPair(): WgKeyPair {
   return { privateKey: priv, publicKey: wgPublicKeyFromPrivate(priv) }
 }
 
-/** The public key `wg pubkey` would print for this private key. */
 /** the last derivation: the driver checks the live key against ours on every resync */
 let lastDerived: { priv: string, pub: string } | undefined
 
+/** The public key `wg pubkey` would print for this private key. */
 export function wgPublicKeyFromPrivate(priv: string): string {
   if (lastDerived?.priv === priv) return lastDerived.pub
   const pub = derivePublicKey(priv)
