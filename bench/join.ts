@@ -5,8 +5,9 @@
 //
 // (a) join: a mesh of NODES-1 daemons is formed first; then, ROUNDS times, one more
 //     namespace + daemon (fresh state dir, --bootstrap node1) is started and we time from
-//     spawn to the first ping the newcomer gets answered by node1's overlay IPv6 (polled
-//     with `ping -c1 -W0.2`, 50 ms apart), then until all members answered it. Between
+//     spawn to the first ping the newcomer gets answered by node1's overlay IPv6 (one ping
+//     every 20 ms from a shell in its namespace, see firstReply), then until all members
+//     answered it (every 50 ms each). Between
 //     rounds the newcomer runs `w2wesher leave`, is stopped, and its namespace (with its
 //     interface and wireguard-go) is removed.
 // (b) convergence: NODES fresh daemons, node1 spawned first and the rest right after it
@@ -19,9 +20,9 @@ import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import {
-  createLab, DAEMON_BIN, formatTable, labPrerequisites, sleep, sweepStaleLabs, waitFor, type Lab
+  createLab, DAEMON_BIN, formatTable, labPrerequisites, sweepStaleLabs, waitFor, type Lab
 } from '../test/e2e/lab.ts'
-import { measureStaticMesh, pollHandshakes, pollPairs, RESULTS_DIR, stats, type Stats, type StaticMeshResult } from './static-mesh.ts'
+import { firstReply, measureStaticMesh, pollHandshakes, pollPairs, RESULTS_DIR, stats, type Stats, type StaticMeshResult } from './static-mesh.ts'
 import { meshCpuSeconds } from './daemons.ts'
 
 const NODES = Number(process.env.BENCH_NODES ?? 10)
@@ -67,15 +68,6 @@ async function waitForPeers (lab: Lab, names: string[], want: number, timeoutMs:
   }
 }
 
-// Polls `ping -c1 -W0.2` from `node` to addr until it answers; elapsed ms since t0, or null.
-async function firstPing (lab: Lab, node: string, addr: string, t0: number, timeoutMs: number): Promise<number | null> {
-  while (performance.now() - t0 < timeoutMs) {
-    if (await lab.ping(node, addr, { timeoutMs: 200 })) return ms(t0)
-    await sleep(50)
-  }
-  return null
-}
-
 async function overlayV6 (lab: Lab, node: string): Promise<string> {
   return waitFor(async () => (await lab.overlayAddresses(node)).ipv6, { timeoutMs: 30_000, what: `${node}'s overlay IPv6` })
 }
@@ -116,11 +108,11 @@ export async function benchJoin (res: Results): Promise<void> {
       await lab.addNode(name)
       const tj = performance.now()
       const d = lab.spawnDaemon(name, lab.joinArgs(name, { pskFile, bootstrap }))
-      const firstPingMs = await firstPing(lab, name, node1, tj, JOIN_TIMEOUT_MS)
+      const firstPingMs = await firstReply(lab, name, node1, tj, JOIN_TIMEOUT_MS)
       let allMembersMs: number | null = null
       if (firstPingMs !== null) {
         const rest = members.slice(1)
-        const times = await Promise.all(rest.map(m => firstPing(lab, name, addrs.get(m) ?? '', tj, JOIN_TIMEOUT_MS)))
+        const times = await Promise.all(rest.map(m => firstReply(lab, name, addrs.get(m) ?? '', tj, JOIN_TIMEOUT_MS, 50)))
         allMembersMs = times.some(t => t === null) ? null : Math.max(firstPingMs, ...times as number[])
       } else {
         res.errors.push(`join round ${round}: no ping within ${JOIN_TIMEOUT_MS} ms\n${d.tail(20)}`)
@@ -143,10 +135,17 @@ export async function benchJoin (res: Results): Promise<void> {
   res.join.allMembers = stats(res.join.rounds.map(r => r.allMembersMs))
 }
 
-/** BENCH_NODE_OPTIONS: Node/V8 flags for the daemons of the convergence, idle and restart parts (e.g. heap sizes). */
-export function daemonEnv (): { env?: NodeJS.ProcessEnv } {
+/**
+ * BENCH_NODE_OPTIONS: Node/V8 flags for the daemons of the convergence, idle and restart parts
+ * (e.g. heap sizes); BENCH_DAEMON_WRAP: a command they run under (e.g. `nice -n 10`).
+ */
+export function daemonEnv (): { env?: NodeJS.ProcessEnv, wrap?: string[] } {
   const flags = process.env.BENCH_NODE_OPTIONS
-  return flags === undefined || flags === '' ? {} : { env: { NODE_OPTIONS: flags } }
+  const wrap = process.env.BENCH_DAEMON_WRAP?.split(' ').filter(w => w !== '')
+  return {
+    ...(flags === undefined || flags === '' ? {} : { env: { NODE_OPTIONS: flags } }),
+    ...(wrap === undefined || wrap.length === 0 ? {} : { wrap })
+  }
 }
 
 export interface ConvergenceResult {
