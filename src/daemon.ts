@@ -27,7 +27,6 @@ import type { RouteStatus, StatusReport } from './control/status.ts'
 import type { MetricsServer } from './metrics/metrics.ts'
 import { createHostsWriter, type HostsWriter } from './hosts/hosts.ts'
 import { createThrottledTask } from './util/rate.ts'
-import { lowerPriority } from './util/priority.ts'
 
 // Wires the data flow together: config → identity → p2p host → gossip → membership →
 // reconciler → WireGuard driver. Each arrow is one of the calls below; nothing else talks
@@ -469,10 +468,6 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   await interfaceStarting
   await reconciler.runNow()
   log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
-  // From here on the control plane yields the CPU. Not before: a wireguard-go started by us
-  // would inherit the lower priority (one the reconciler has to start again later does).
-  // In-process daemons on the twin (tests, benchmarks) leave their host process alone.
-  if (opts.driver === undefined) lowerPriority()
   await host.start()
   log.info({ listen: host.getMultiaddrs().map(String), mdns: config.mdns, dht: config.dht }, 'libp2p listening')
   await announce()
