@@ -22,7 +22,7 @@ import { pathToFileURL } from 'node:url'
 import {
   createLab, DAEMON_BIN, formatTable, labPrerequisites, sweepStaleLabs, waitFor, type Lab
 } from '../test/e2e/lab.ts'
-import { firstReply, measureStaticMesh, pollHandshakes, pollPairs, RESULTS_DIR, stats, type Stats, type StaticMeshResult } from './static-mesh.ts'
+import { firstReply, measureStaticMesh, pollHandshakes, readHandshakes, pollPairs, RESULTS_DIR, stats, type Stats, type StaticMeshResult } from './static-mesh.ts'
 import { meshCpuSeconds } from './daemons.ts'
 
 const NODES = Number(process.env.BENCH_NODES ?? 10)
@@ -60,7 +60,7 @@ async function waitForPeers (lab: Lab, names: string[], want: number, timeoutMs:
   try {
     await waitFor(async () => {
       for (const d of lab.daemons()) if (!d.running()) throw new Error(`daemon on ${d.node} exited`)
-      counts = await Promise.all(names.map(async n => (await lab.wgPeers(n)).length))
+      counts = await Promise.all(names.map(async n => (await readHandshakes(lab, n))?.peers.length ?? 0))
       return counts.every(c => c >= want)
     }, { timeoutMs, intervalMs: 250, what: `${names.length} nodes to list ${want} WireGuard peers` })
   } catch (err) {
