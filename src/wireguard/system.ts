@@ -87,11 +87,12 @@ export class CommandError extends Error {
   readonly stderr: string
   readonly timedOut: boolean
 
-  constructor (command: string, args: readonly string[], exitCode: number | null, signal: string | null, stderr: string, timedOut: boolean, cause?: unknown) {
+  /** `stdout` explains a failure when stderr does not (wireguard-go logs its errors there). */
+  constructor (command: string, args: readonly string[], exitCode: number | null, signal: string | null, stderr: string, timedOut: boolean, cause?: unknown, stdout = '') {
     let argText = args.join(' ')
     if (argText.length > 300) argText = `${argText.slice(0, 300)}… (${args.length} args)`
     const how = timedOut ? 'timed out' : exitCode !== null ? `exit ${exitCode}` : signal !== null ? `signal ${signal}` : 'failed to start'
-    const err = cleanStderr(stderr) || (cause instanceof Error ? cause.message : '')
+    const err = cleanStderr(stderr) || (cause instanceof Error ? cause.message : '') || cleanStderr(stdout).slice(0, 500)
     super(`${argText === '' ? command : `${command} ${argText}`} failed (${how})${err === '' ? '' : `: ${err}`}`, cause === undefined ? undefined : { cause })
     this.name = 'CommandError'
     this.command = command
@@ -151,7 +152,7 @@ export function runCommand(command: string, args: readonly string[], opts: RunOp
       const stdout = Buffer.concat(out).toString()
       const stderr = Buffer.concat(err).toString()
       if (code === 0 && !timedOut) resolve({ stdout, stderr })
-      else reject(new CommandError(command, args, code, signal, stderr, timedOut))
+      else reject(new CommandError(command, args, code, signal, stderr, timedOut, undefined, stdout))
     })
     if (opts.input !== undefined && child.stdin !== null) {
       child.stdin.on('error', () => { /* the exit status reports what went wrong */ })
@@ -316,7 +317,9 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
       await runCommand(wireguardGo, [name], { timeoutMs: startTimeoutMs, detached: true, env: cleanEnv(), cwd: '/' })
     } catch (e) {
       const why = e instanceof Error ? e.message : String(e)
-      throw new Error(`cannot create WireGuard interface ${name}: ${kernelError === '' ? '' : `kernel: ${kernelError}; `}userspace: ${why}`, { cause: e })
+      // without udev (containers, minimal VMs) /dev/net/tun is often root's alone (0600)
+      const hint = /TUN device: permission denied/i.test(why) ? ' (this user needs read and write access to /dev/net/tun, which udev gives everyone: mode 0666)' : ''
+      throw new Error(`cannot create WireGuard interface ${name}: ${kernelError === '' ? '' : `kernel: ${kernelError}; `}userspace: ${why}${hint}`, { cause: e })
     }
     // Normally the tun already exists when the parent exits; wait for it (and for the
     // control socket to answer) to be safe.

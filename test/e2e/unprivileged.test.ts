@@ -18,15 +18,21 @@ const SETPRIV = [
 // service user its own (RuntimeDirectory=wireguard). Here: make the shared one sticky and
 // world-writable for the test, and put it back afterwards.
 const SOCKET_DIR = '/run/wireguard'
+// wireguard-go opens /dev/net/tun, which udev makes 0666; without udev (containers, minimal
+// VMs such as this lab's) the kernel leaves it 0600. The test sets what udev would, and puts
+// the old mode back afterwards.
+const TUN = '/dev/net/tun'
 
 describe.skipIf(skip)('unprivileged daemons (nobody + ambient CAP_NET_ADMIN)', () => {
   let lab: Lab
   let socketDirMode: number | undefined
+  let tunMode: number | undefined
 
   beforeAll(async () => {
     mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o755 })
     socketDirMode = statSync(SOCKET_DIR).mode & 0o7777
     chmodSync(SOCKET_DIR, 0o1777)
+    tunMode = statSync(TUN).mode & 0o7777
     lab = await createLab()
     chmodSync(lab.dir, 0o711) // nobody must traverse the lab's private temp dir
     for (const name of NODES) {
@@ -41,10 +47,22 @@ describe.skipIf(skip)('unprivileged daemons (nobody + ambient CAP_NET_ADMIN)', (
   afterAll(async () => {
     await lab?.destroy()
     if (socketDirMode !== undefined) chmodSync(SOCKET_DIR, socketDirMode)
+    if (tunMode !== undefined) chmodSync(TUN, tunMode)
     if (lab !== undefined) expect(lab.leftovers()).toEqual({ namespaces: [], pids: [], sockets: [], rootLinks: [] })
   })
 
+  it('says what is missing when it may not open /dev/net/tun', async () => {
+    chmodSync(TUN, 0o600)
+    const psk = await lab.genPsk()
+    chownSync(psk, NOBODY, NOBODY)
+    const daemon = lab.spawnDaemon('u1', lab.joinArgs('u1', { pskFile: psk }), { wrap: SETPRIV })
+    const exit = await Promise.race([daemon.exited, new Promise<undefined>(resolve => setTimeout(resolve, 20_000))])
+    expect(exit?.code, daemon.tail(10)).toBe(1)
+    expect(daemon.logs()).toMatch(/Failed to create TUN device: permission denied \(this user needs read and write access to \/dev\/net\/tun/)
+  })
+
   it('forms the mesh, all pairs ping, and state is private', async () => {
+    chmodSync(TUN, 0o666)
     const psk = await lab.genPsk()
     chownSync(psk, NOBODY, NOBODY)
     const args = (name: string, bootstrap: boolean): string[] =>
@@ -62,7 +80,7 @@ describe.skipIf(skip)('unprivileged daemons (nobody + ambient CAP_NET_ADMIN)', (
     expect(matrix.failures).toEqual([])
 
     for (const name of NODES) {
-      const daemon = lab.daemons().find(d => d.node === name)!
+      const daemon = lab.daemons().find(d => d.node === name && d.running())!
       // the daemon really is nobody, holding CAP_NET_ADMIN (bit 12) and nothing else
       const proc = readFileSyncSafe(`/proc/${daemon.pid}/status`)
       expect(/^Uid:\s+65534\s+65534\s+65534\s+65534$/m.test(proc), proc).toBe(true)
