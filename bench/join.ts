@@ -7,9 +7,8 @@
 //     namespace + daemon (fresh state dir, --bootstrap node1) is started and we time from
 //     spawn to the first ping the newcomer gets answered by node1's overlay IPv6 (one ping
 //     every 20 ms from a shell in its namespace, see firstReply), then until all members
-//     answered it (every 50 ms each). Between
-//     rounds the newcomer runs `w2wesher leave`, is stopped, and its namespace (with its
-//     interface and wireguard-go) is removed.
+//     answered it (every 50 ms each). Between rounds the newcomer runs `w2wesher leave`, is
+//     stopped, and its namespace (with its interface and wireguard-go) is removed.
 // (b) convergence: NODES fresh daemons, node1 spawned first and the rest right after it
 //     (same tick, all bootstrapping from node1); timed from node1's spawn until every
 //     ordered pair has answered at least one IPv6 ping.
