@@ -118,6 +118,9 @@ interface RunOptions {
   detached?: boolean
   env?: NodeJS.ProcessEnv
   cwd?: string
+  /** a failure's message may quote stdout (wireguard-go logs its errors there); never for
+   * commands whose output can hold a key, such as `wg show` */
+  stdoutExplains?: boolean
 }
 
 /** Run argv (no shell), collect output, reject with CommandError on failure or timeout. */
@@ -152,7 +155,7 @@ export function runCommand(command: string, args: readonly string[], opts: RunOp
       const stdout = Buffer.concat(out).toString()
       const stderr = Buffer.concat(err).toString()
       if (code === 0 && !timedOut) resolve({ stdout, stderr })
-      else reject(new CommandError(command, args, code, signal, stderr, timedOut, undefined, stdout))
+      else reject(new CommandError(command, args, code, signal, stderr, timedOut, undefined, opts.stdoutExplains === true ? stdout : ''))
     })
     if (opts.input !== undefined && child.stdin !== null) {
       child.stdin.on('error', () => { /* the exit status reports what went wrong */ })
@@ -314,7 +317,7 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
       // Without -f wireguard-go creates the tun and its control socket, forks a child that
       // keeps running and exits 0; detached puts it in its own session (no SIGINT/SIGHUP
       // from our terminal or process group); cwd / so the long-lived child pins no mount.
-      await runCommand(wireguardGo, [name], { timeoutMs: startTimeoutMs, detached: true, env: cleanEnv(), cwd: '/' })
+      await runCommand(wireguardGo, [name], { timeoutMs: startTimeoutMs, detached: true, env: cleanEnv(), cwd: '/', stdoutExplains: true })
     } catch (e) {
       const why = e instanceof Error ? e.message : String(e)
       // without udev (containers, minimal VMs) /dev/net/tun is often root's alone (0600)
