@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import {
-  createLab, formatTable, labPrerequisites, makeWgKey, mapBounded, setupStaticMesh, STATIC_MESH_V4, STATIC_MESH_V6, type Lab, type StaticMeshMember
+  createLab, formatTable, labPrerequisites, makeWgKey, mapBounded, setupStaticMesh, STATIC_MESH_V4, STATIC_MESH_V6, WG_SOCKET_DIR, type Lab, type StaticMeshMember
 } from '../test/e2e/lab.ts'
 import { GET_DEVICE, parseGetReply, uapiRequest, UapiUnavailableError } from '../src/wireguard/uapi.ts'
 
@@ -72,29 +72,31 @@ export async function pollPairs (
 /** What the pollers need of a node's WireGuard device. */
 export interface WgHandshakes { publicKey: string, peers: Array<{ publicKey: string, latestHandshake: number }> }
 
+/** daemons pick the kernel's WireGuard when it has one; only those devices need `wg show` */
+const KERNEL_WIREGUARD = existsSync('/sys/module/wireguard')
+
 /**
  * A node's WireGuard key and its peers' latest handshakes, read by this process from
- * wireguard-go's control socket (/var/run/wireguard is the same inside the namespaces); only
+ * wireguard-go's control socket (its directory is the same inside the namespaces); only
  * a kernel device goes through `ip netns exec … wg show`. That process costs ~12 ms of CPU,
  * and the pollers of a forming 10-node mesh ran ~75 a second on the 2 cores they timed.
  */
 export async function readHandshakes (lab: Lab, node: string): Promise<WgHandshakes | undefined> {
   try {
-    const reply = await uapiRequest(`/var/run/wireguard/${lab.node(node).wgIf}.sock`, GET_DEVICE, 2000)
+    const reply = await uapiRequest(join(WG_SOCKET_DIR, `${lab.node(node).wgIf}.sock`), GET_DEVICE, 2000)
     return parseGetReply(reply)
   } catch (err) {
-    // no socket: not up yet, or a kernel device (daemons pick the kernel's when it has one)
+    // no socket: not up yet, or a kernel device
     if (!(err instanceof UapiUnavailableError) || !KERNEL_WIREGUARD) return undefined
     return await lab.wgDump(node)
   }
 }
 
-const KERNEL_WIREGUARD = existsSync('/sys/module/wireguard')
-
 /**
  * Reads every node's device (readHandshakes) every `intervalMs` until every node lists a
- * completed handshake with every other. Returns the elapsed ms at which each ordered pair "from>to" was first seen. A
- * handshake needs both ends configured with each other's key and endpoint; traffic then flows.
+ * completed handshake with every other. Returns the elapsed ms at which each ordered pair
+ * "from>to" was first seen. A handshake needs both ends configured with each other's key and
+ * endpoint; traffic then flows.
  */
 export async function pollHandshakes (lab: Lab, nodes: string[], t0: number, timeoutMs: number, intervalMs = 200): Promise<Map<string, number>> {
   const done = new Map<string, number>()

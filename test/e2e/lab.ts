@@ -25,7 +25,7 @@ import { randomBytes } from 'node:crypto'
 export const DEFAULT_PREFIX = 'w2lab'
 export const DEFAULT_PORT = 10042
 export const UNDERLAY_PREFIX_LEN = 16
-const WG_SOCKET_DIR = '/var/run/wireguard'
+export const WG_SOCKET_DIR = '/var/run/wireguard'
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const DAEMON_BIN = resolve(REPO_ROOT, 'dist', 'w2wesher.mjs')
 
