@@ -19,6 +19,8 @@ import type { Logger } from '../log.ts'
 // full mesh: they come from the records, not from these connections.
 // Ties: after a disconnect only the lower peer id redials at once; the higher one waits a
 // little longer and dials only if the connection has not come back by then.
+// A new member, learned while we are connected to somebody, is dialled after a few seconds
+// (see firstDialDelay): gossip already reaches us, and tunnels do not wait for these dials.
 // Strangers found on the LAN (mDNS) are dialled once; a stranger that fails (another mesh,
 // a stale announcement) is retried with a long backoff and logged at debug only. With the
 // DHT on, a member whose record brought no address, or whose addresses fail, is looked up
@@ -44,6 +46,8 @@ export interface KeeperOptions {
   /** how often connections neither side keeps are looked for, and how old they must be (tests) */
   pruneMs?: number
   pruneAfterMs?: number
+  /** a new member is dialled after about this long (±50 %) while we are connected to anybody (default SPREAD_DIALS_MS) */
+  spreadDialsMs?: number
 }
 
 export interface Keeper {
@@ -103,6 +107,12 @@ const LONELY_QUERY_MS = 10_000
 /** a connection neither side keeps is closed once it is this old (checked every PRUNE_MS) */
 const PRUNE_AFTER_MS = 60_000
 const PRUNE_MS = 30_000
+/**
+ * Dials to new members wait about this long while gossip reaches us. A 10-node fleet started
+ * together on 2 cores: every pair handshaken after 8.4–9.9 s (14–16.5 CPU-s) with dials at
+ * once, 5.7–5.9 s (8.8–9.3 CPU-s) with this (docs/benchmarks.md, round 7).
+ */
+export const SPREAD_DIALS_MS = 4_000
 /** TCP probes for the PSK hint: at most one per address in this time */
 const PSK_PROBE_INTERVAL_MS = 5_000
 /** ... and a burst of this many, then one a second, over all addresses */
@@ -115,6 +125,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   const cap = opts.maxBackoffMs ?? 15_000
   const fullMeshUpTo = opts.fullMeshUpTo ?? FULL_MESH_UP_TO
   const keep = opts.keep ?? KEEP
+  const spreadMs = opts.spreadDialsMs ?? SPREAD_DIALS_MS
   const strangerCap = opts.maxStrangerBackoffMs ?? 300_000
   const targets = new Map<string, TargetState>()
   const strangers = new Map<string, StrangerState>()
@@ -184,10 +195,24 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       if (!kept) {
         if (state.timer !== undefined) { clearTimeout(state.timer); state.timer = undefined }
       } else if (!connected(peerId)) {
-        // a member we are not connected to may not know us yet: dial at once
-        schedule(peerId, 0)
+        schedule(peerId, firstDialDelay(peerId))
       }
     }
+  }
+
+  /**
+   * A member we are not connected to may not know us yet: dial it. At once while we are
+   * connected to nobody (a restart, a lost bootstrap). Otherwise that connection already
+   * brings us gossip, and WireGuard tunnels come from the records, not from these
+   * connections: wait a spread-out few seconds, so a fleet starting together, or a newcomer
+   * learning every member at once, spends its first seconds on WireGuard and the sync instead
+   * of on a storm of Noise handshakes. The higher peer id waits one spread longer: the lower
+   * one's dial usually lands first and ours is skipped (when both ends dial, libp2p keeps
+   * both connections, each with its own pings and gossipsub state for good).
+   */
+  function firstDialDelay (peerId: string): number {
+    if (host.getConnections().length === 0) return 0
+    return spreadMs * (0.5 + Math.random()) + (opts.self < peerId ? 0 : spreadMs)
   }
 
   /**

@@ -30,8 +30,8 @@ afterEach(async () => {
   for (const fn of cleanup.splice(0).reverse()) await fn()
 })
 
-function keeperFor (host: Host, log: pino.Logger, bootstrap: string[] = []): Keeper {
-  const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap, log })
+function keeperFor (host: Host, log: pino.Logger, bootstrap: string[] = [], spreadDialsMs?: number): Keeper {
+  const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap, log, spreadDialsMs })
   cleanup.push(() => keeper.stop())
   return keeper
 }
@@ -160,6 +160,35 @@ describe('how many members the keeper keeps connected', () => {
     expect(new Set(large.dialled).size).toBeLessThanOrEqual(9)
   }, 20_000)
 
+  it('connected to somebody, a new member is dialled after a spread; the higher peer id waits one spread longer', async () => {
+    const { host, dialled } = await recordingHost(() => false)
+    const self = host.peerId.toString()
+    // connected to somebody (a bootstrap), but not to the members
+    const elsewhere = { remotePeer: peerIdFromString(self), status: 'open' } as unknown as ReturnType<Host['getConnections']>[number]
+    host.getConnections = ((peer?: unknown) => peer === undefined ? [elsewhere] : []) as Host['getConnections']
+    let lower: string | undefined
+    let higher: string | undefined
+    while (lower === undefined || higher === undefined) {
+      const id = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+      if (id < self) higher ??= id // we are the higher id towards it: we wait longer
+      else lower ??= id
+    }
+    const keeper = createKeeper({ host, self, bootstrap: [], log: captureLog().log, spreadDialsMs: 400 })
+    cleanup.push(() => keeper.stop())
+    const t0 = Date.now()
+    const at = new Map<string, number>()
+    const record = setInterval(() => { for (const d of dialled) if (!at.has(d)) at.set(d, Date.now() - t0) }, 5)
+    cleanup.push(() => { clearInterval(record) })
+    keeper.setTargets(new Map([[lower, ['/ip4/127.0.0.1/tcp/9']], [higher, ['/ip4/127.0.0.1/tcp/10']]]))
+    await sleep(150)
+    expect(dialled).toEqual([])
+    await waitFor('both members to be dialled', () => at.has(lower!) && at.has(higher!), 5000)
+    // lower: 200–600 ms; higher: 600–1000 ms (plus timer slack)
+    expect(at.get(lower)).toBeGreaterThanOrEqual(190)
+    expect(at.get(lower)).toBeLessThan(800)
+    expect(at.get(higher)).toBeGreaterThanOrEqual(590)
+  }, 20_000)
+
   it('members that keep failing get stand-ins and are still retried; when all fail, all are tried', async () => {
     const forty = await members(40)
     let failing = new Set<string>()
@@ -222,7 +251,7 @@ describe('how many members the keeper keeps connected', () => {
     const hosts = await Promise.all([a, x, y].map(async k => await testHost(k.key, psk, ['/ip4/127.0.0.1/tcp/0'])))
     for (const h of hosts) { await h.start(); cleanup.push(async () => { await h.stop() }) }
     const [ha, hx, hy] = hosts as [Host, Host, Host]
-    const keeper = createKeeper({ host: ha, self: a.id, bootstrap: [], log: captureLog().log, fullMeshUpTo: 1, keep: 1, pruneMs: 100, pruneAfterMs: 0 })
+    const keeper = createKeeper({ host: ha, self: a.id, bootstrap: [], log: captureLog().log, fullMeshUpTo: 1, keep: 1, pruneMs: 100, pruneAfterMs: 0, spreadDialsMs: 0 })
     cleanup.push(() => keeper.stop())
     await ha.dial(hy.getMultiaddrs()[0]!)
     keeper.setTargets(new Map([[x.id, hx.getMultiaddrs().map(m => m.decapsulateCode(421).toString())], [y.id, hy.getMultiaddrs().map(m => m.decapsulateCode(421).toString())]]))
@@ -272,7 +301,8 @@ describe('DHT peer routing', () => {
     await waitFor('B to learn C', () => b.membership.get(c.node.peerId) !== undefined)
     const a = await started(startMeshNode(await makeNode('a'), psk, { real: false, dht }))
     const { log, lines } = captureLog()
-    follow(a, keeperFor(a.host, log, [b.addr.toString()]))
+    // dial new members at once (no spread): else the DHT's own queries may reach C first
+    follow(a, keeperFor(a.host, log, [b.addr.toString()], 0))
     await waitFor('A to learn C from B', () => a.membership.get(c.node.peerId) !== undefined, 10_000)
     expect(a.membership.get(c.node.peerId)!.record.addrs).toEqual([])
     return { a, c, lines }
