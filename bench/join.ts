@@ -3,7 +3,8 @@
 // bench/results/join.json. Needs root. Environment knobs: BENCH_ROUNDS (default 5),
 // BENCH_NODES (default 10).
 //
-// (a) join: a mesh of NODES-1 daemons is formed first; then, ROUNDS times, one more
+// (a) join: a mesh of NODES-1 daemons is formed first (tunnels up, and every member
+//     connected to every other over libp2p); then, ROUNDS times, one more
 //     namespace + daemon (fresh state dir, --bootstrap node1) is started and we time from
 //     spawn to the first ping the newcomer gets answered by node1's overlay IPv6 (one ping
 //     every 20 ms from a shell in its namespace, see firstReply), then until all members
@@ -19,7 +20,7 @@ import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import {
-  createLab, DAEMON_BIN, formatTable, labPrerequisites, sweepStaleLabs, waitFor, type Lab
+  createLab, DAEMON_BIN, DEFAULT_PORT, formatTable, labPrerequisites, sweepStaleLabs, waitFor, type Lab
 } from '../test/e2e/lab.ts'
 import { firstReply, measureStaticMesh, pollHandshakes, readHandshakes, pollPairs, RESULTS_DIR, stats, type Stats, type StaticMeshResult } from './static-mesh.ts'
 import { meshCpuSeconds } from './daemons.ts'
@@ -67,6 +68,22 @@ async function waitForPeers (lab: Lab, names: string[], want: number, timeoutMs:
   }
 }
 
+/**
+ * Every listed node has `want` libp2p connections: the members dial each other a few seconds
+ * after they learn each other (src/p2p/keeper.ts firstDialDelay), so a mesh whose tunnels are
+ * up may still be building its control plane, on the same 2 cores a join is timed on.
+ */
+async function waitForConnections (lab: Lab, names: string[], want: number, timeoutMs: number): Promise<void> {
+  const port = `:${DEFAULT_PORT}`
+  await waitFor(async () => {
+    const counts = await Promise.all(names.map(async n => {
+      const r = await lab.exec(n, ['ss', '-tnH', 'state', 'established'])
+      return r.stdout.split('\n').filter(l => l.includes(port)).length
+    }))
+    return counts.every(c => c >= want)
+  }, { timeoutMs, intervalMs: 1000, what: `${names.length} nodes to hold ${want} libp2p connections` })
+}
+
 async function overlayV6 (lab: Lab, node: string): Promise<string> {
   return waitFor(async () => (await lab.overlayAddresses(node)).ipv6, { timeoutMs: 30_000, what: `${node}'s overlay IPv6` })
 }
@@ -93,6 +110,8 @@ export async function benchJoin (res: Results): Promise<void> {
       await waitForPeers(lab, members, members.length - 1, MESH_TIMEOUT_MS)
       res.join.meshFormMs = ms(t0)
       progress(`(a) ${members.length}-node mesh formed in ${res.join.meshFormMs} ms`)
+      await waitForConnections(lab, members, members.length - 1, MESH_TIMEOUT_MS)
+      progress(`(a) every member connected to every other by ${ms(t0)} ms`)
     } catch (err) {
       // Still time the joins: the newcomer only needs node1 for its first ping.
       res.errors.push(`join: mesh incomplete: ${(err as Error).message}\n${lab.logTails(LOG_LINES)}`)
