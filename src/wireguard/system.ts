@@ -21,7 +21,7 @@
 //   byte comparison of private keys could re-set (and reset all sessions) on every start.
 import { spawn } from 'node:child_process'
 import { createSocket } from 'node:dgram'
-import { closeSync, constants as fsConstants, existsSync, openSync, writeSync } from 'node:fs'
+import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync, writeSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { networkInterfaces, tmpdir, type NetworkInterfaceInfo } from 'node:os'
 import { join } from 'node:path'
@@ -70,6 +70,8 @@ export interface SystemDriverOptions {
   socketDir?: string
   /** the addresses of interfaces that are up and running; default os.networkInterfaces (tests inject one) */
   interfaceAddresses?: () => NodeJS.Dict<NetworkInterfaceInfo[]>
+  /** names of the links in our network namespace, undefined when unknown (then `ip` is asked); default /proc/net/dev (tests inject one) */
+  linkNames?: () => Set<string> | undefined
 }
 
 /**
@@ -186,6 +188,7 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
   const socketDir = opts.socketDir ?? '/var/run/wireguard'
   const log: WgLogFn = opts.log ?? (() => {})
   const interfaceAddresses = opts.interfaceAddresses ?? networkInterfaces
+  const linkNames = opts.linkNames ?? procNetDevLinks
   let impl: WgImplementation | undefined
   const env = withSbinPath(process.env)
 
@@ -248,6 +251,9 @@ export function createSystemDriver(opts: SystemDriverOptions = {}): WgDriver {
   }
 
   async function linkInfo(name: string): Promise<IpLinkInfo | undefined> {
+    // A link that is not there needs no `ip` process to say so (each child is a fork of this
+    // process: 10-25 ms on a busy start, and a first start asks for a link that is not there yet).
+    if (linkNames()?.has(name) === false) return undefined
     try {
       const { stdout } = await ip(['-json', '-d', 'addr', 'show', 'dev', name])
       return parseIpJson(stdout)
@@ -603,4 +609,27 @@ function routeList(stdout: string): string[] {
   const parsed = JSON.parse(stdout) as unknown
   if (!Array.isArray(parsed)) throw new Error('ip -json route: expected an array')
   return parsed.map((r) => (r as { dst?: unknown }).dst).filter((d): d is string => typeof d === 'string')
+}
+
+/**
+ * The links of this process's network namespace: /proc/net/dev lists every one of them (the
+ * kernel's view for the reading thread, whatever is mounted at /sys). Undefined when it
+ * cannot be read.
+ */
+export function procNetDevLinks(): Set<string> | undefined {
+  try {
+    return parseProcNetDev(readFileSync('/proc/net/dev', 'utf8'))
+  } catch {
+    return undefined
+  }
+}
+
+/** `  name: counters…` after two header lines; a link name never holds a colon */
+export function parseProcNetDev(text: string): Set<string> {
+  const names = new Set<string>()
+  for (const line of text.split('\n').slice(2)) {
+    const colon = line.indexOf(':')
+    if (colon > 0) names.add(line.slice(0, colon).trim())
+  }
+  return names
 }

@@ -7,7 +7,7 @@ import { tmpdir, type NetworkInterfaceInfo } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { generateWgKeyPair } from '../../src/wireguard/keys.ts'
-import { createSystemDriver, FULL_CHECK_MS } from '../../src/wireguard/system.ts'
+import { createSystemDriver, FULL_CHECK_MS, parseProcNetDev, procNetDevLinks } from '../../src/wireguard/system.ts'
 import {
   encodeSetDevice,
   encodeSetPeers,
@@ -252,7 +252,7 @@ describe('system driver over the control socket', () => {
   it('an errno from wireguard-go or a malformed reply is an error', async () => {
     await serve('wgt0', (request, sock) => { sock.write(request.startsWith('get=1') ? 'listen_port=x\nerrno=0\n\n' : 'errno=22\n\n') })
     const tools = fakeTools()
-    const d = createSystemDriver({ socketDir: dir, ip: tools.ip, wg: tools.wg })
+    const d = createSystemDriver({ socketDir: dir, ip: tools.ip, wg: tools.wg, linkNames: () => undefined })
     await expect(d.setPeers('wgt0', [], [K1])).rejects.toThrow(/errno=22/)
     // the malformed reply is reported; ip only confirms the interface is there (here: it says it is not)
     expect(await d.read('wgt0')).toBeUndefined()
@@ -261,9 +261,32 @@ describe('system driver over the control socket', () => {
 
   it('no socket: falls back to wg, and ip tells a missing interface from a failure', async () => {
     const tools = fakeTools()
-    const d = createSystemDriver({ socketDir: dir, ip: tools.ip, wg: tools.wg })
+    // the namespace's link list unknown: ip is asked
+    const d = createSystemDriver({ socketDir: dir, ip: tools.ip, wg: tools.wg, linkNames: () => undefined })
     expect(await d.read('wgt1')).toBeUndefined()
     expect(tools.calls()).toEqual(['wg show wgt1 dump', 'ip -json -d addr show dev wgt1'])
+  })
+
+  it('a link the namespace does not list needs no ip to be missing; a listed one is asked about', async () => {
+    const tools = fakeTools()
+    const d = createSystemDriver({ socketDir: dir, ip: tools.ip, wg: tools.wg, linkNames: () => new Set(['lo', 'wgt2']) })
+    expect(await d.read('wgt1')).toBeUndefined()
+    expect(tools.calls()).toEqual(['wg show wgt1 dump'])
+    expect(await d.read('wgt2')).toBeUndefined() // the fake ip says it is gone
+    expect(tools.calls()).toEqual(['wg show wgt1 dump', 'wg show wgt2 dump', 'ip -json -d addr show dev wgt2'])
+  })
+
+  it('the link list comes from /proc/net/dev', () => {
+    const sample = [
+      'Inter-|   Receive                                                |  Transmit',
+      ' face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed',
+      '    lo: 2045039 13179    0    0    0     0          0         0  2045039 13179    0    0    0     0       0          0',
+      'wg-mesh0:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0',
+      ''
+    ].join('\n')
+    expect([...parseProcNetDev(sample)]).toEqual(['lo', 'wg-mesh0'])
+    // this machine's own namespace has a loopback
+    expect(procNetDevLinks()?.has('lo')).toBe(true)
   })
 
   it('setRoutes with nothing wanted looks once, then runs no ip until a route is wanted', async () => {
@@ -295,7 +318,7 @@ describe('system driver over the control socket', () => {
     chmodSync(ip, 0o755)
     const calls = (): string[] => existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter((l) => l !== '') : []
     const listing: NodeJS.Dict<NetworkInterfaceInfo[]> = {}
-    const d = createSystemDriver({ socketDir: dir, ip, wg: '/nonexistent/wg', interfaceAddresses: () => listing })
+    const d = createSystemDriver({ socketDir: dir, ip, wg: '/nonexistent/wg', interfaceAddresses: () => listing, linkNames: () => new Set(['wgt0']) })
     const cfg = { name: 'wgt0', privateKey: dev.privateKey, listenPort: 10042, mtu: 1420, addresses: ['fd00:1::1/64'] }
 
     await d.ensureInterface(cfg)
