@@ -461,16 +461,18 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     digest: () => membership.digest(),
     envelope: peerId => membership.envelope(peerId)
   })
-  // The interface (with the peers restored from the dump) comes up before the libp2p host:
-  // tunnels from the dump work before any network contact, and on a join the interface is the
-  // critical path to the first packet; started side by side, each of its steps waited behind
-  // the burst of work the new connections bring (measured: 2.5 s instead of 0.4 s under load).
+  // The interface (with the peers restored from the dump) comes up before we announce and
+  // dial: tunnels from the dump work before any network contact, and on a join the interface
+  // is the critical path to the first packet; started side by side, each of its steps waited
+  // behind the burst of work the new connections bring (measured: 2.5 s instead of 0.4 s
+  // under load). The host already listens (createLibp2p starts it), so members reach a
+  // starting node early: holding that back until the interface was up made a 10-node fleet
+  // start slower (three runs each: all pairs handshaken 5.0, 6.0, 5.9 s → 6.1, 10.0, 6.6 s).
   // routes restored from the dump go into the first apply: a restart must not drop them
   reviewRoutes()
   await interfaceStarting
   await reconciler.runNow()
   log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
-  await host.start()
   log.info({ listen: host.getMultiaddrs().map(String), mdns: config.mdns, dht: config.dht }, 'libp2p listening')
   await announce()
   thinLanAnswers(host, () => membership.members().length)
