@@ -16,10 +16,13 @@ import { meshSeed, type Psk } from '../config/psk.ts'
 import { unmapIpv4 } from '../util/ip.ts'
 import { createTokenBucket } from '../util/rate.ts'
 import { fixXsalsa20 } from './xsalsa20-fix.ts'
+import { lessYamuxWindowUpdates } from './yamux-window.ts'
 import { withLiveness, type LivenessOptions } from './liveness.ts'
 
 // pnet's cipher package leaks its WASM memory to a crash once any chunk grows it (see the module)
 fixXsalsa20()
+// yamux answers every data frame with a window update of its own (see the module)
+lessYamuxWindowUpdates()
 
 // The libp2p stack: TCP, gated by the network PSK (pnet), then Noise and yamux. Gossipsub
 // carries record changes; identify tells each side the address the other sees.
