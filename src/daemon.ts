@@ -47,8 +47,6 @@ const SAVE_INTERVAL_MS = 500
  */
 const UNDERLAY_POLL_MS = 2_000
 const UNDERLAY_CHECK_MS = 60_000
-/** the `ip monitor` child starts this long after the daemon is up, off the path to the first packet */
-const ADDRESS_WATCH_START_MS = 2_000
 /** with keepalive on, WireGuard rekeys every 2 minutes: a live tunnel's last handshake is never older */
 const TUNNEL_UP_SECONDS = 180
 
@@ -508,7 +506,6 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     pollMs: UNDERLAY_POLL_MS,
     safetyMs: UNDERLAY_CHECK_MS,
     events: opts.addressEvents,
-    startAfterMs: ADDRESS_WATCH_START_MS,
     log
   })
 

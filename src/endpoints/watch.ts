@@ -21,20 +21,14 @@ export interface AddressWatchOptions {
   safetyMs: number
   /** false: no watcher, poll only (many daemons in one process: benchmarks) */
   events?: boolean
-  /**
-   * start the watcher after this long, then check once for what changed meanwhile: spawning
-   * it forks the daemon (10-25 ms on a busy start), which a start should not spend before
-   * its first packet (default 0)
-   */
-  startAfterMs?: number
   /** tests: another watcher command */
   command?: string[]
   log?: { debug: (o: object, m: string) => void }
 }
 
 export interface AddressWatch {
-  /** 'events' while the watcher runs, 'starting' before its delayed start, 'poll' otherwise */
-  mode: () => 'events' | 'poll' | 'starting'
+  /** 'events' while the watcher runs, 'poll' otherwise */
+  mode: () => 'events' | 'poll'
   stop: () => void
 }
 
@@ -43,7 +37,6 @@ export function watchAddresses (opts: AddressWatchOptions): AddressWatch {
   let child: ChildProcess | undefined
   let settle: NodeJS.Timeout | undefined
   let timer: NodeJS.Timeout | undefined
-  let delayed: NodeJS.Timeout | undefined
   let stopped = false
 
   const changed = (): void => {
@@ -62,7 +55,10 @@ export function watchAddresses (opts: AddressWatchOptions): AddressWatch {
     opts.onChange() // whatever happened while it was down
   }
 
-  const startWatcher = (): void => {
+  if (opts.events === false) {
+    every(opts.pollMs)
+  } else {
+    every(opts.safetyMs)
     const started = spawn(command[0] as string, command.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] })
     child = started
     started.on('error', err => { fallBack(err.message) })
@@ -73,25 +69,12 @@ export function watchAddresses (opts: AddressWatchOptions): AddressWatch {
     ;(started.stdout as { unref?: () => void } | null)?.unref?.()
   }
 
-  if (opts.events === false) {
-    every(opts.pollMs)
-  } else {
-    every(opts.safetyMs)
-    const wait = opts.startAfterMs ?? 0
-    if (wait <= 0) startWatcher()
-    else {
-      delayed = setTimeout(() => { delayed = undefined; if (stopped) return; startWatcher(); opts.onChange() }, wait)
-      delayed.unref()
-    }
-  }
-
   return {
-    mode: () => child !== undefined ? 'events' : delayed !== undefined ? 'starting' : 'poll',
+    mode: () => child === undefined ? 'poll' : 'events',
     stop () {
       stopped = true
       if (timer !== undefined) clearInterval(timer)
       if (settle !== undefined) clearTimeout(settle)
-      if (delayed !== undefined) { clearTimeout(delayed); delayed = undefined }
       const running = child
       child = undefined
       running?.kill('SIGKILL')

@@ -50,26 +50,6 @@ describe('address watch', () => {
     } finally { dying.stop() }
   })
 
-  it('a delayed watcher starts late, then checks once for what changed meanwhile; stopped before, it never starts', async () => {
-    let calls = 0
-    const watch = watchAddresses({ onChange: () => { calls++ }, pollMs: 50, safetyMs: 60_000, startAfterMs: 200, command: ['sleep', '60'] })
-    try {
-      await sleep(100)
-      expect(watch.mode()).toBe('starting')
-      expect(calls).toBe(0) // no poll meanwhile either
-      await sleep(250)
-      expect(watch.mode()).toBe('events')
-      expect(calls).toBe(1)
-    } finally { watch.stop() }
-
-    let never = 0
-    const early = watchAddresses({ onChange: () => { never++ }, pollMs: 50, safetyMs: 60_000, startAfterMs: 100, command: ['sleep', '60'] })
-    early.stop()
-    await sleep(250)
-    expect(early.mode()).toBe('poll')
-    expect(never).toBe(0)
-  })
-
   it.skipIf(!hasSetpriv)('does not outlive a process killed with SIGKILL', async () => {
     const module = fileURLToPath(new URL('../../src/endpoints/watch.ts', import.meta.url))
     // a parent that starts the watcher (here: setpriv --pdeathsig KILL -- sleep) and reports its pid
