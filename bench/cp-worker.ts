@@ -44,6 +44,10 @@ const send = (msg: FromWorker): void => { process.send?.(msg) }
 // BENCH_CP_LOG=debug: the daemons' logs (tagged n: index) in $TMPDIR/w2cp-<pid>.log, for diagnosis
 const logLevel = process.env.BENCH_CP_LOG
 const log = logLevel === undefined ? pino({ level: 'silent' }) : pino({ level: logLevel }, pino.destination(join(tmpdir(), `w2cp-${process.pid}.log`)))
+// BENCH_CP_LOG_NODES=5,50: only these nodes log (debug logs of 250 daemons change what they measure)
+const loggedNodes = process.env.BENCH_CP_LOG_NODES?.split(',').map(Number)
+const silent = pino({ level: 'silent' })
+const logFor = (index: number): typeof log => loggedNodes === undefined || loggedNodes.includes(index) ? log.child({ n: index }) : silent
 const dir = mkdtempSync(join(tmpdir(), 'w2cp-'))
 const daemons: Daemon[] = []
 const indices: number[] = []
@@ -66,7 +70,7 @@ async function handle (msg: ToWorker): Promise<void> {
         // BENCH_CP_MDNS=0: without mDNS (on by default, as in the daemon)
         mdns: process.env.BENCH_CP_MDNS !== '0'
       })
-      const d = await startDaemon({ config, log: log.child({ n: index }), driver: createMemoryDriver({ autoHandshake: true }), allowLoopback: true, addressEvents: false })
+      const d = await startDaemon({ config, log: logFor(index), driver: createMemoryDriver({ autoHandshake: true, recordCalls: false }), allowLoopback: true, addressEvents: false })
       const slot = daemons.push(d) - 1
       indices[slot] = index
       fullAt[slot] = null

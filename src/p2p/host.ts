@@ -156,10 +156,44 @@ export const LAN_ANSWER_DELAY_MS = 1000
 
 const MAX_HEARD = 4096
 
+/** an answer from a responder already passed on within this time is dropped */
+export const LAN_ANSWER_MEMORY_MS = 30_000
+
+/**
+ * Every answer on the segment reaches every node, and each one the mDNS service passes on
+ * costs a libp2p peer-store write and a look by the keeper. 250 daemons booting on one host
+ * spent a sixth of their CPU there (docs/benchmarks.md, round 8). One answer per responder
+ * (its mDNS instance name, new at every start) every LAN_ANSWER_MEMORY_MS is enough: a
+ * member's later addresses come with its record.
+ */
+export function dedupeLanAnswers (host: Host): void {
+  const service = (host.services as { mdns?: LanService }).mdns
+  const socket = service?.mdns
+  const onResponse = service?._onMdnsResponse
+  if (service === undefined || socket === undefined || onResponse === undefined) return
+  const passedAt = new Map<string, number>()
+  socket.removeListener('response', onResponse)
+  socket.on('response', response => {
+    // the service reads the last PTR answer, and only one for our tag
+    const ptr = (response as LanResponse).answers?.filter(a => a.type === 'PTR').at(-1)
+    if (typeof ptr?.data !== 'string') return
+    const now = Date.now()
+    if (now - (passedAt.get(ptr.data) ?? -Infinity) < LAN_ANSWER_MEMORY_MS) return
+    passedAt.delete(ptr.data)
+    // bounded (answers are network input): forget the oldest
+    if (passedAt.size >= MAX_HEARD) passedAt.delete(passedAt.keys().next().value!)
+    passedAt.set(ptr.data, now)
+    onResponse(response)
+  })
+}
+
+interface LanResponse { answers?: Array<{ type?: string, data?: unknown }> }
+
 /** what thinLanAnswers uses of @libp2p/mdns (its multicast socket and query handler are public fields) */
 interface LanService {
-  mdns?: { on: (e: 'query', f: (q: unknown) => void) => void, removeListener: (e: 'query', f: (q: unknown) => void) => void }
+  mdns?: { on: (e: 'query' | 'response', f: (q: unknown) => void) => void, removeListener: (e: 'query' | 'response', f: (q: unknown) => void) => void }
   _onMdnsQuery?: (q: unknown) => void
+  _onMdnsResponse?: (r: unknown) => void
   addEventListener: (e: 'peer', f: (evt: CustomEvent<PeerInfo>) => void) => void
 }
 

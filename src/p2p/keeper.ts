@@ -15,8 +15,9 @@ import type { Logger } from '../log.ts'
 // choice: a random k-out graph, connected with high probability for k >= 3): gossip and the
 // digest sync only need a connected overlay, and each connection costs a handshake, pings
 // and gossipsub state. Members whose dials keep failing do not count towards `keep`, so
-// reachable ones stand in for them while they are still retried. WireGuard tunnels stay a
-// full mesh: they come from the records, not from these connections.
+// reachable ones stand in for them while they are still retried; a few dials run at once,
+// the rest queue. WireGuard tunnels stay a full mesh: they come from the records, not from
+// these connections.
 // Ties: after a disconnect only the lower peer id redials at once; the higher one waits a
 // little longer and dials only if the connection has not come back by then.
 // A new member, learned while we are connected to somebody, is dialled after a few seconds
@@ -48,6 +49,8 @@ export interface KeeperOptions {
   pruneAfterMs?: number
   /** a new member is dialled after about this long (±50 %) while we are connected to anybody (default SPREAD_DIALS_MS) */
   spreadDialsMs?: number
+  /** a stranger found on the LAN while we have a bootstrap or members is dialled after this (default STRANGER_GRACE_MS; connected: STRANGER_GRACE_CONNECTED times it) */
+  strangerGraceMs?: number
 }
 
 export interface Keeper {
@@ -102,6 +105,13 @@ export const KEEP = 8
 const FAILING_AFTER = 3
 /** a stranger found on the LAN while we know members: give gossip this long to make it one */
 const STRANGER_GRACE_MS = 10_000
+/**
+ * ... and this many times as long while we are connected to somebody: gossip reaches us, and
+ * a stranger of our mesh (the mDNS tag is the mesh's) is then one of another island, which is
+ * rare. 250 daemons booting on one segment dialled each other at ~1 a second each after 10 s,
+ * while their bootstrap connections still waited for CPU (docs/benchmarks.md, round 8).
+ */
+const STRANGER_GRACE_CONNECTED = 6
 /** while we know nobody, ask the LAN after this long, then doubling (the host's own queries are rare) */
 const LONELY_QUERY_MS = 10_000
 /** a connection neither side keeps is closed once it is this old (checked every PRUNE_MS) */
@@ -113,6 +123,12 @@ const PRUNE_MS = 30_000
  * once, 5.7–5.9 s (8.8–9.3 CPU-s) with this (docs/benchmarks.md, round 7).
  */
 export const SPREAD_DIALS_MS = 4_000
+/**
+ * Member dials under way at once. A handshake takes milliseconds on an idle machine, so this
+ * costs nothing there; on a starved one (250 daemons on 2 cores) every dial timed out, each
+ * failure made a stand-in kept, and each node ended up dialling all its members at once.
+ */
+const MAX_DIALS_IN_FLIGHT = 4
 /** TCP probes for the PSK hint: at most one per address in this time */
 const PSK_PROBE_INTERVAL_MS = 5_000
 /** ... and a burst of this many, then one a second, over all addresses */
@@ -130,6 +146,11 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   const targets = new Map<string, TargetState>()
   const strangers = new Map<string, StrangerState>()
   const strangerDials = createTokenBucket(STRANGER_BURST)
+  /** a dial to a stranger is under way */
+  let strangerDialing = false
+  /** member dials under way, and the members waiting for one of them to end */
+  let dialsInFlight = 0
+  const waitingDials = new Set<string>()
   /** per address: protected handshakes failed in a row although TCP answers */
   const pskSuspects = new Map<string, { count: number, warnedAt: number }>()
   /** per address: when plain TCP was last probed for the PSK hint */
@@ -156,6 +177,8 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   async function dial (peerId: string): Promise<void> {
     const state = targets.get(peerId)
     if (stopped || state === undefined || state.dialing || !state.kept || connected(peerId)) return
+    if (dialsInFlight >= MAX_DIALS_IN_FLIGHT) { waitingDials.add(peerId); return }
+    dialsInFlight++
     state.dialing = true
     const id = peerIdFromString(peerId)
     try {
@@ -164,6 +187,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       await host.dial(id, { signal: AbortSignal.timeout(10_000) })
       state.failures = 0
       for (const ma of state.addrs) { const t = tcpTarget(ma); if (t !== undefined) pskSuspects.delete(`${t.host}:${t.port}`) }
+      state.dialing = false
     } catch (err) {
       state.failures++
       const retryMs = backoff(state.failures)
@@ -173,9 +197,14 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       // failing now: somebody reachable stands in for it in `keep`
       if (state.failures === FAILING_AFTER) choose()
       schedule(peerId, retryMs)
-      return
+    } finally {
+      dialsInFlight--
+      for (const next of waitingDials) {
+        if (dialsInFlight >= MAX_DIALS_IN_FLIGHT) break
+        waitingDials.delete(next)
+        void dial(next)
+      }
     }
-    state.dialing = false
   }
 
   /**
@@ -285,14 +314,20 @@ export function createKeeper (opts: KeeperOptions): Keeper {
     // Knowing members (or a bootstrap to learn them from), a stranger of our mesh usually
     // becomes a member by gossip within seconds, and then the member logic decides: dial
     // only one that stays a stranger (an island of the mesh that formed apart). Else a fleet
-    // starting together would dial every pair at once. Knowing nobody, dial at once.
-    const grace = targets.size > 0 || opts.bootstrap.length > 0 ? STRANGER_GRACE_MS : 0
+    // starting together would dial every pair at once. Connected to somebody, gossip already
+    // flows: wait longer. Knowing nobody, dial at once.
+    const graceMs = opts.strangerGraceMs ?? STRANGER_GRACE_MS
+    const grace = host.getConnections().length > 0 ? graceMs * STRANGER_GRACE_CONNECTED : targets.size > 0 || opts.bootstrap.length > 0 ? graceMs : 0
     s.timer = setTimeout(() => { s.timer = undefined; void dialStranger(peer.id, addrs, s) }, grace + (opts.self < peerId ? 0 : TIE_YIELD_MS * 2))
   }
 
   async function dialStranger (id: PeerId, addrs: Multiaddr[], state: StrangerState): Promise<void> {
     const peerId = id.toString()
     if (stopped || targets.has(peerId) || connected(peerId)) return
+    // One at a time: one stranger that answers is enough (its sync teaches us the rest), and
+    // a fleet booting on one segment hears hundreds; the others wait for their next answer.
+    if (strangerDialing) return
+    strangerDialing = true
     state.dialing = true
     try {
       await host.dial(addrs.map(ma => ma.decapsulateCode(421).encapsulate(`/p2p/${peerId}`)), { signal: AbortSignal.timeout(10_000) })
@@ -306,6 +341,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       log.debug({ peer: peerId, err: errText(err), retryMs: Math.round(retryMs) }, 'dial to a peer found on the LAN failed (another mesh?)')
     } finally {
       state.dialing = false
+      strangerDialing = false
     }
   }
 
@@ -448,6 +484,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       if (bootstrapTimer !== undefined) clearTimeout(bootstrapTimer)
       if (lanTimer !== undefined) clearTimeout(lanTimer)
       clearInterval(pruneTimer)
+      waitingDials.clear()
       for (const state of targets.values()) if (state.timer !== undefined) clearTimeout(state.timer)
     }
   }

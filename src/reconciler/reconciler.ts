@@ -161,19 +161,26 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
 
   /** `after`: a handshake at or after this unix second counts as done (0 = any handshake). */
   function startHandshakes (name: string, ownKey: string, peers: WgPeerConfig[], after: number): void {
+    const poke = (target: string): void => { void opts.driver.triggerHandshake(name, target).catch(() => {}) }
+    const waiting: Array<[publicKey: string, target: string]> = []
     for (const peer of peers) {
       const target = peer.allowedIps[0]?.split('/')[0]
       if (target === undefined) continue
-      const poke = (): void => { void opts.driver.triggerHandshake(name, target).catch(() => {}) }
-      if (ownKey < peer.publicKey) { poke(); continue }
-      setTimeout(() => {
-        if (stopped) return
-        void opts.driver.read(name).then(device => {
-          const latest = device?.peers.find(p => p.publicKey === peer.publicKey)?.latestHandshake ?? 0
-          if (latest === 0 || latest < after) poke()
-        }, () => {})
-      }, HANDSHAKE_STAGGER_MS).unref()
+      if (ownKey < peer.publicKey) poke(target)
+      else waiting.push([peer.publicKey, target])
     }
+    if (waiting.length === 0) return
+    // one read for all of them: a newcomer to a large mesh waits on hundreds of peers
+    setTimeout(() => {
+      if (stopped) return
+      void opts.driver.read(name).then(device => {
+        const latest = new Map(device?.peers.map(p => [p.publicKey, p.latestHandshake]))
+        for (const [publicKey, target] of waiting) {
+          const at = latest.get(publicKey) ?? 0
+          if (at === 0 || at < after) poke(target)
+        }
+      }, () => {})
+    }, HANDSHAKE_STAGGER_MS).unref()
   }
 
   return {

@@ -205,6 +205,27 @@ describe('how many members the keeper keeps connected', () => {
     expect([...counts.values()].filter(c => c >= 3).length).toBeGreaterThanOrEqual(8)
   }, 20_000)
 
+  it('runs at most 4 member dials at once; the others queue, and every member is dialled', async () => {
+    const host = await testHost(await generateKeyPair('Ed25519'), psk, ['/ip4/127.0.0.1/tcp/0'])
+    cleanup.push(async () => { await host.stop() })
+    let inFlight = 0
+    let most = 0
+    const dialled = new Set<string>()
+    // a starved machine: each dial takes 100 ms, then times out
+    host.dial = (async (target: Parameters<Host['dial']>[0]) => {
+      dialled.add(String(target))
+      most = Math.max(most, ++inFlight)
+      await sleep(100)
+      inFlight--
+      throw new Error('TimeoutError')
+    }) as Host['dial']
+    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, fullMeshUpTo: 16, keep: 8, baseBackoffMs: 5000 })
+    cleanup.push(() => keeper.stop())
+    keeper.setTargets(await members(12))
+    await waitFor('all 12 members dialled', () => dialled.size === 12, 5000)
+    expect(most).toBe(4)
+  }, 20_000)
+
   it('asks the LAN again only while it knows nobody, less and less often', async () => {
     const { host } = await recordingHost(() => true)
     let queries = 0
@@ -286,6 +307,35 @@ describe('how many members the keeper keeps connected', () => {
     await sleep(TIE_WAIT_MS)
     expect(dialled.filter(d => d.includes('10.9.2.2'))).toEqual([])
     expect(dialled.some(d => d.includes('127.0.0.1/tcp/9'))).toBe(true)
+  }, 20_000)
+})
+
+describe('strangers on the LAN while gossip flows', () => {
+  it('connected to somebody, a stranger is dialled only after six times the grace; connected to nobody, after the grace', async () => {
+    const graceMs = 200
+    const run = async (connected: boolean): Promise<number[]> => {
+      const host = await testHost(await generateKeyPair('Ed25519'), psk, ['/ip4/127.0.0.1/tcp/0'])
+      cleanup.push(async () => { await host.stop() })
+      const dialledAt: number[] = []
+      host.dial = (async (target: Parameters<Host['dial']>[0]) => {
+        if (String(target).includes('10.9.3.3')) dialledAt.push(Date.now())
+        throw new Error('refused')
+      }) as Host['dial']
+      // connected to somebody, not to the stranger
+      if (connected) host.getConnections = ((peer?: unknown) => peer === undefined ? [{}] : []) as unknown as Host['getConnections']
+      const keeper = createKeeper({ host, self: '0', bootstrap: ['/ip4/127.0.0.1/tcp/9'], log: captureLog().log, strangerGraceMs: graceMs })
+      cleanup.push(() => keeper.stop())
+      // self '0' sorts below every peer id: no tie wait on top of the grace
+      const t0 = Date.now()
+      keeper.discovered({ id: peerIdFromPrivateKey(await generateKeyPair('Ed25519')), multiaddrs: [multiaddr('/ip4/10.9.3.3/tcp/10042')] })
+      await sleep(graceMs * 8)
+      return dialledAt.map(t => t - t0)
+    }
+    const [alone, busy] = await Promise.all([run(false), run(true)])
+    expect(alone).toHaveLength(1)
+    expect(alone[0]).toBeLessThan(graceMs * 3)
+    expect(busy).toHaveLength(1)
+    expect(busy[0]).toBeGreaterThanOrEqual(graceMs * 6 - 20)
   }, 20_000)
 })
 

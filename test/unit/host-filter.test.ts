@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { describe, it, expect, vi, afterEach } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { GOSSIPSUB_OPTIONS, ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
+import { dedupeLanAnswers, GOSSIPSUB_OPTIONS, ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_MEMORY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
 import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
@@ -110,6 +110,63 @@ describe('mDNS answers in a large mesh', () => {
 
   it('no mDNS service: nothing to thin', () => {
     expect(() => { thinLanAnswers({ services: {} } as unknown as Host, () => 1) }).not.toThrow()
+  })
+})
+
+describe('mDNS answers heard', () => {
+  afterEach(() => { vi.useRealTimers() })
+
+  /** a host whose mDNS socket we drive: answers in, answers passed to the service counted */
+  function lanHost (): { host: Host, answer: (responder?: string) => void, passed: () => number } {
+    const socket = new EventEmitter()
+    let passed = 0
+    const service = Object.assign(new EventTarget(), { mdns: socket, _onMdnsResponse: (): void => { passed++ } })
+    socket.on('response', service._onMdnsResponse)
+    const tag = '_w2w-0123456789._udp.local'
+    return {
+      host: { services: { mdns: service } } as unknown as Host,
+      // as @libp2p/mdns answers: a PTR naming the responder's instance, TXT records with its addresses
+      answer: responder => {
+        const answers = [{ type: 'TXT', name: `${responder}.${tag}`, data: ['dnsaddr=/ip4/192.168.1.2/tcp/10042/p2p/x'] }]
+        if (responder !== undefined) answers.unshift({ type: 'PTR', name: tag, data: `${responder}.${tag}` } as never)
+        socket.emit('response', { answers, additionals: [] })
+      },
+      passed: () => passed
+    }
+  }
+
+  it('passes one answer per responder in LAN_ANSWER_MEMORY_MS on, every responder\'s first', () => {
+    vi.useFakeTimers()
+    const lan = lanHost()
+    dedupeLanAnswers(lan.host)
+    for (let i = 0; i < 50; i++) lan.answer('a')
+    expect(lan.passed()).toBe(1)
+    for (let i = 0; i < 100; i++) lan.answer(`r${i}`)
+    expect(lan.passed()).toBe(101)
+    vi.advanceTimersByTime(LAN_ANSWER_MEMORY_MS - 1000)
+    lan.answer('a')
+    expect(lan.passed()).toBe(101)
+    vi.advanceTimersByTime(1000)
+    lan.answer('a')
+    lan.answer('a')
+    expect(lan.passed()).toBe(102)
+  })
+
+  it('drops an answer with no PTR record (the service would ignore it too)', () => {
+    const lan = lanHost()
+    dedupeLanAnswers(lan.host)
+    lan.answer(undefined)
+    expect(lan.passed()).toBe(0)
+  })
+
+  it('without the filter every copy reaches the service', () => {
+    const lan = lanHost()
+    for (let i = 0; i < 50; i++) lan.answer('a')
+    expect(lan.passed()).toBe(50)
+  })
+
+  it('no mDNS service: nothing to filter', () => {
+    expect(() => { dedupeLanAnswers({ services: {} } as unknown as Host) }).not.toThrow()
   })
 })
 

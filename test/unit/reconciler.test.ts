@@ -120,6 +120,36 @@ describe('reconciler', () => {
     r.stop()
   })
 
+  it('checks the peers it waits for with one device read, however many (a newcomer to a large mesh)', async () => {
+    const driver = createMemoryDriver()
+    // a key of ours in the upper part of the order, so that 40 lower ones are quick to find
+    let own = generateWgKeyPair()
+    while (own.publicKey[0]! < 'a') own = generateWgKeyPair()
+    const ownKey = own.publicKey
+    const iface = { name: 'wt0', privateKey: own.privateKey, listenPort: 10042, mtu: 1420, addresses: ['fd00::1/64'] }
+    // peers holding a lower key than ours: they poke first, we check after the stagger
+    const lower: WgPeerConfig[] = []
+    for (let i = 0; lower.length < 40 && i < 100_000; i++) {
+      const k = key()
+      if (k < ownKey) lower.push(peer({ publicKey: k, allowedIps: [`10.223.1.${lower.length + 1}/32`] }))
+    }
+    expect(lower).toHaveLength(40)
+    let reads = 0
+    const read = driver.read.bind(driver)
+    driver.read = async name => { reads++; return await read(name) }
+    const r = createReconciler({ driver, iface: () => iface, desired: () => lower, log: silent })
+    await r.runNow()
+    const readsByApply = reads
+    // one of them handshook with us during the stagger: only the other 39 are poked
+    driver.simulateHandshake('wt0', lower[7]!.publicKey)
+    await new Promise(resolve => setTimeout(resolve, 500))
+    expect(reads - readsByApply).toBe(1)
+    const poked = driver.calls.filter(c => c.op === 'triggerHandshake').map(c => (c as { address: string }).address)
+    expect(poked).toHaveLength(39)
+    expect(poked).not.toContain('10.223.1.8')
+    r.stop()
+  })
+
   it('retries after a failure', async () => {
     const driver = createMemoryDriver()
     driver.failNext('setPeers', new Error('boom'))

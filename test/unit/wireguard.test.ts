@@ -370,6 +370,19 @@ describe('memory driver', () => {
     expect(peers).toEqual(new Map([[K1, 4242], [K2, 4242], [K3, 0]]))
   })
 
+  it('finds the peer to poke by an address inside a routed subnet too, and records nothing when told not to', async () => {
+    const d = createMemoryDriver({ autoHandshake: true, now: () => 99, recordCalls: false })
+    await d.ensureInterface(cfg)
+    await d.setPeers('w2wmem0', [
+      { publicKey: K1, endpoint: '198.18.201.2:10042', allowedIps: ['fd00:1::2/128'], persistentKeepalive: 0 },
+      { publicKey: K2, endpoint: '198.18.201.3:10042', allowedIps: ['fd00:1::3/128', '10.50.0.0/24'], persistentKeepalive: 0 }
+    ], [])
+    await d.triggerHandshake('w2wmem0', '10.50.0.7')
+    const peers = new Map((await d.read('w2wmem0'))!.peers.map((p) => [p.publicKey, p.latestHandshake]))
+    expect(peers).toEqual(new Map([[K1, 0], [K2, 99]]))
+    expect(d.calls).toEqual([])
+  })
+
   it('a new private key resets sessions; destroy removes; failures can be injected', async () => {
     const d = createMemoryDriver({ now: () => 7 })
     await d.ensureInterface(cfg)
