@@ -105,8 +105,8 @@ const DETAIL = process.env.BENCH_CP_DETAIL !== undefined
 function summarise (detail: NodeDetail[]): string {
   const pick = (k: 1 | 2): string => { const v = detail.map(d => d[k]).sort((x, y) => x - y); return `${v[0]}/${v[Math.floor(v.length / 2)]}/${v[v.length - 1]}` }
   const lonely = detail.filter(d => d[1] === 0).map(d => d[0]).sort((x, y) => x - y)
-  const behind = detail.filter(d => d[1] < detail.length - 1).map(d => `${d[0]}:${d[1]}m/${d[2]}c`)
-  const tail = behind.length > 0 && behind.length <= 10 ? `; short of full: ${behind.join(' ')}` : ''
+  const behind = detail.filter(d => d[1] > 0 && d[1] < detail.length - 1).sort((a, b) => a[1] - b[1])
+  const tail = behind.length > 0 ? `; furthest behind (node:members/connections): ${behind.slice(0, 5).map(d => `${d[0]}:${d[1]}/${d[2]}`).join(' ')}` : ''
   return `members min/median/max ${pick(1)}; connections ${pick(2)}; knowing nobody: ${lonely.length} [${lonely.slice(0, 20).join(' ')}]${tail}`
 }
 

@@ -2,7 +2,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Config } from './config/config.ts'
 import { meshSeed } from './config/psk.ts'
 import { loadIdentity, type Identity } from './identity/identity.ts'
-import { createHost, dedupeLanAnswers, ipOf, queryLan, thinLanAnswers, type Host } from './p2p/host.ts'
+import { createHost, filterLanAnswers, ipOf, queryLan, thinLanAnswers, type Host } from './p2p/host.ts'
 import { createKeeper, type Keeper } from './p2p/keeper.ts'
 import { startGossip, type Gossip } from './gossip/gossip.ts'
 import { signRecord, RECORD_VERSION, MAX_REVOKES, type NodeRecord, type RecordClaim } from './gossip/record.ts'
@@ -484,7 +484,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   log.info({ listen: host.getMultiaddrs().map(String), mdns: config.mdns, dht: config.dht }, 'libp2p listening')
   await announce()
   thinLanAnswers(host, () => membership.members().length)
-  dedupeLanAnswers(host)
+  filterLanAnswers(host, peerId => membership.get(peerId) !== undefined)
   keeper = createKeeper({ host, self, bootstrap: config.bootstrap, log, queryLan: config.mdns ? () => { queryLan(host, ulaSeed) } : undefined })
   onMembershipChange()
   host.addEventListener('peer:connect', () => reconciler.schedule())

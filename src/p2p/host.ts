@@ -158,27 +158,37 @@ const MAX_HEARD = 4096
 
 /** an answer from a responder already passed on within this time is dropped */
 export const LAN_ANSWER_MEMORY_MS = 30_000
+/** answers passed on: a burst of this many, then one per LAN_PASS_REFILL_MS */
+export const LAN_PASS_BURST = 10
+export const LAN_PASS_REFILL_MS = 2000
 
 /**
  * Every answer on the segment reaches every node, and each one the mDNS service passes on
- * costs a libp2p peer-store write and a look by the keeper. 250 daemons booting on one host
- * spent a sixth of their CPU there (docs/benchmarks.md, round 8). One answer per responder
- * (its mDNS instance name, new at every start) every LAN_ANSWER_MEMORY_MS is enough: a
- * member's later addresses come with its record.
+ * costs a libp2p peer-store write and a look by the keeper: 250 daemons booting on one host
+ * spent a sixth of their CPU there (docs/benchmarks.md, round 8). Passed on: an answer from
+ * a peer that is not a member yet (a member's addresses come with its record), once per
+ * responder (its mDNS instance name, new at every start) in LAN_ANSWER_MEMORY_MS, and a
+ * burst of them, then one per LAN_PASS_REFILL_MS: the keeper dials one stranger at a time,
+ * and one that answers is enough (its sync teaches us the rest).
  */
-export function dedupeLanAnswers (host: Host): void {
+export function filterLanAnswers (host: Host, isMember: (peerId: string) => boolean): void {
   const service = (host.services as { mdns?: LanService }).mdns
   const socket = service?.mdns
   const onResponse = service?._onMdnsResponse
   if (service === undefined || socket === undefined || onResponse === undefined) return
   const passedAt = new Map<string, number>()
+  const passes = createTokenBucket(LAN_PASS_BURST, LAN_PASS_REFILL_MS)
   socket.removeListener('response', onResponse)
   socket.on('response', response => {
+    const { answers = [], additionals = [] } = response as LanResponse
     // the service reads the last PTR answer, and only one for our tag
-    const ptr = (response as LanResponse).answers?.filter(a => a.type === 'PTR').at(-1)
+    const ptr = answers.filter(a => a.type === 'PTR').at(-1)
     if (typeof ptr?.data !== 'string') return
     const now = Date.now()
     if (now - (passedAt.get(ptr.data) ?? -Infinity) < LAN_ANSWER_MEMORY_MS) return
+    const peerId = lanAnswerPeerId([...answers, ...additionals])
+    if (peerId !== undefined && isMember(peerId)) return
+    if (!passes.take()) return
     passedAt.delete(ptr.data)
     // bounded (answers are network input): forget the oldest
     if (passedAt.size >= MAX_HEARD) passedAt.delete(passedAt.keys().next().value!)
@@ -187,7 +197,20 @@ export function dedupeLanAnswers (host: Host): void {
   })
 }
 
-interface LanResponse { answers?: Array<{ type?: string, data?: unknown }> }
+/** the peer id of an mDNS answer: the /p2p/ part of its first dnsaddr TXT record, as the service reads it */
+function lanAnswerPeerId (records: LanRecord[]): string | undefined {
+  for (const record of records) {
+    if (record.type !== 'TXT') continue
+    for (const item of Array.isArray(record.data) ? record.data : [record.data]) {
+      const text = String(item)
+      if (text.startsWith('dnsaddr=')) return /\/p2p\/([^/]+)$/.exec(text)?.[1]
+    }
+  }
+  return undefined
+}
+
+interface LanRecord { type?: string, data?: unknown }
+interface LanResponse { answers?: LanRecord[], additionals?: LanRecord[] }
 
 /** what thinLanAnswers uses of @libp2p/mdns (its multicast socket and query handler are public fields) */
 interface LanService {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { describe, it, expect, vi, afterEach } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { dedupeLanAnswers, GOSSIPSUB_OPTIONS, ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_MEMORY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
+import { filterLanAnswers, GOSSIPSUB_OPTIONS, ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_MEMORY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, LAN_PASS_BURST, LAN_PASS_REFILL_MS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
 import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
@@ -125,9 +125,10 @@ describe('mDNS answers heard', () => {
     const tag = '_w2w-0123456789._udp.local'
     return {
       host: { services: { mdns: service } } as unknown as Host,
-      // as @libp2p/mdns answers: a PTR naming the responder's instance, TXT records with its addresses
+      // as @libp2p/mdns answers: a PTR naming the responder's instance, TXT records with its
+      // addresses (multicast-dns hands TXT data over as Buffers); responder r has peer id id-r
       answer: responder => {
-        const answers = [{ type: 'TXT', name: `${responder}.${tag}`, data: ['dnsaddr=/ip4/192.168.1.2/tcp/10042/p2p/x'] }]
+        const answers = [{ type: 'TXT', name: `${responder}.${tag}`, data: [Buffer.from(`dnsaddr=/ip4/192.168.1.2/tcp/10042/p2p/id-${responder}`)] }]
         if (responder !== undefined) answers.unshift({ type: 'PTR', name: tag, data: `${responder}.${tag}` } as never)
         socket.emit('response', { answers, additionals: [] })
       },
@@ -135,26 +136,44 @@ describe('mDNS answers heard', () => {
     }
   }
 
-  it('passes one answer per responder in LAN_ANSWER_MEMORY_MS on, every responder\'s first', () => {
+  it('passes one answer per responder in LAN_ANSWER_MEMORY_MS on', () => {
     vi.useFakeTimers()
     const lan = lanHost()
-    dedupeLanAnswers(lan.host)
+    filterLanAnswers(lan.host, () => false)
     for (let i = 0; i < 50; i++) lan.answer('a')
     expect(lan.passed()).toBe(1)
-    for (let i = 0; i < 100; i++) lan.answer(`r${i}`)
-    expect(lan.passed()).toBe(101)
     vi.advanceTimersByTime(LAN_ANSWER_MEMORY_MS - 1000)
     lan.answer('a')
-    expect(lan.passed()).toBe(101)
+    expect(lan.passed()).toBe(1)
     vi.advanceTimersByTime(1000)
     lan.answer('a')
     lan.answer('a')
-    expect(lan.passed()).toBe(102)
+    expect(lan.passed()).toBe(2)
+  })
+
+  it('passes many responders in a burst, then one per refill interval', () => {
+    vi.useFakeTimers()
+    const lan = lanHost()
+    filterLanAnswers(lan.host, () => false)
+    for (let i = 0; i < 100; i++) lan.answer(`r${i}`)
+    expect(lan.passed()).toBe(LAN_PASS_BURST)
+    vi.advanceTimersByTime(LAN_PASS_REFILL_MS * 3)
+    // the ones held back were not marked as passed: they get through when tokens are back
+    for (let i = 0; i < 100; i++) lan.answer(`r${i}`)
+    expect(lan.passed()).toBe(LAN_PASS_BURST + 3)
+  })
+
+  it('drops answers from members (their addresses come with their records)', () => {
+    const lan = lanHost()
+    filterLanAnswers(lan.host, peerId => peerId === 'id-m')
+    lan.answer('m')
+    lan.answer('s')
+    expect(lan.passed()).toBe(1)
   })
 
   it('drops an answer with no PTR record (the service would ignore it too)', () => {
     const lan = lanHost()
-    dedupeLanAnswers(lan.host)
+    filterLanAnswers(lan.host, () => false)
     lan.answer(undefined)
     expect(lan.passed()).toBe(0)
   })
@@ -166,7 +185,7 @@ describe('mDNS answers heard', () => {
   })
 
   it('no mDNS service: nothing to filter', () => {
-    expect(() => { dedupeLanAnswers({ services: {} } as unknown as Host) }).not.toThrow()
+    expect(() => { filterLanAnswers({ services: {} } as unknown as Host, () => false) }).not.toThrow()
   })
 })
 
