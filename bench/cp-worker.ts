@@ -53,6 +53,8 @@ const daemons: Daemon[] = []
 const indices: number[] = []
 const fullAt: Array<number | null> = []
 
+// the bench process is gone (killed, crashed): so are we, with our daemons' state
+process.on('disconnect', () => { rmSync(dir, { recursive: true, force: true }); process.exit(1) })
 process.on('message', (msg: ToWorker) => {
   void handle(msg).catch(err => send({ type: 'error', message: (err as Error).stack ?? String(err) }))
 })
