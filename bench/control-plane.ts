@@ -112,7 +112,8 @@ function summarise (detail: NodeDetail[]): string {
 
 const sleep = async (ms: number): Promise<void> => await new Promise(res => setTimeout(res, ms))
 
-export async function measureControlPlane (n: number, timeoutMs = Number(process.env.BENCH_CP_TIMEOUT ?? 240) * 1000): Promise<ControlPlaneResult> {
+// 420 s: N=250's target is to get there at all; in round 8 it took 217 s in one run and more than 300 s in another
+export async function measureControlPlane (n: number, timeoutMs = Number(process.env.BENCH_CP_TIMEOUT ?? 420) * 1000): Promise<ControlPlaneResult> {
   // worker 0 holds the seeds alone (a bootstrap node has a machine of its own; sharing a
   // process with 31 starting daemons, node 1 accepted no connection in 150 s at N=250)
   const count = Math.max(2, Math.ceil(n / PER_WORKER))

@@ -8,7 +8,7 @@
 //   flock /tmp/w2w-e2e.lock npm run bench
 // Other knobs: BENCH_ROUNDS (joins, default 5), BENCH_IDLE (s, default 60), BENCH_SETTLE (s,
 // default 30), BENCH_RESTARTS (default 3), BENCH_CP (control-plane sizes, default 50,100,250),
-// BENCH_CP_IDLE / BENCH_CP_SETTLE / BENCH_CP_TIMEOUT (s, default 240), BENCH_IPAM_NODES (default 10000),
+// BENCH_CP_IDLE / BENCH_CP_SETTLE / BENCH_CP_TIMEOUT (s, default 420), BENCH_IPAM_NODES (default 10000),
 // BENCH_NODE_OPTIONS (Node/V8 flags for the conv10/conv25/idle/restart daemons, e.g. --max-semi-space-size=1),
 // BENCH_DAEMON_WRAP (a command those daemons run under, e.g. "nice -n 10"),
 // BENCH_MESH_TIMEOUT (s, default 90: how long a convergence may take).
