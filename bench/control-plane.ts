@@ -9,13 +9,14 @@
 // daemons (libp2p payload, without TCP/IP headers) and the workers' CPU time, per node.
 // `tsx bench/control-plane.ts [N ...]` (default 50 100 250) writes bench/results/control-plane.json.
 
-import { fork, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { generatePsk } from '../src/config/psk.ts'
 import type { FromWorker, NodeDetail, ToWorker } from './cp-worker.ts'
+import { createLab, type Lab } from '../test/e2e/lab.ts'
 
 /** nodes started first that the others bootstrap from (three each); default 1: node 1 alone */
 const SEEDS = Math.max(1, Number(process.env.BENCH_CP_SEEDS ?? 1))
@@ -25,6 +26,8 @@ const IDLE_S = Number(process.env.BENCH_CP_IDLE ?? 60)
 const WORKER = resolve(import.meta.dirname, 'cp-worker.ts')
 /** BENCH_CP_PROF=dir: a V8 CPU profile of each worker (--cpu-prof is not allowed in NODE_OPTIONS) */
 const PROF_ARGS = process.env.BENCH_CP_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CP_PROF}`]
+/** BENCH_CP_PROF_IDLE=dir: a V8 CPU profile of each worker during the idle window only */
+const PROF_IDLE = process.env.BENCH_CP_PROF_IDLE
 /** nodes per worker process: keeps each under the fd limit (a full mesh is N-1 sockets per node) */
 const PER_WORKER = 32
 
@@ -44,6 +47,8 @@ export interface ControlPlaneResult {
   idleCoresUsed: number | null
   rssMiBPerWorker: number[]
   connectionsPerNode: number | null
+  /** at the end: the age of the oldest member record a node holds, median and max over nodes (refreshes travel by anti-entropy) */
+  oldestRecordS: { median: number, max: number } | null
   loadavg: number[]
   error?: string
 }
@@ -54,8 +59,9 @@ class Worker {
   readonly started: Array<Extract<FromWorker, { type: 'started' }>> = []
   error: string | undefined
 
-  constructor () {
-    this.child = fork(WORKER, [], { execArgv: ['--import', 'tsx', '--max-old-space-size=8192', ...PROF_ARGS], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  /** in the namespace `ns`: the daemons' mDNS multicast must not leave the bench's own network */
+  constructor (ns: string) {
+    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', '--max-old-space-size=8192', ...PROF_ARGS, WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     this.child.on('message', (m: FromWorker) => {
       if (m.type === 'started') this.started.push(m)
       if (m.type === 'error') this.error = m.message
@@ -84,7 +90,7 @@ class Worker {
   }
 }
 
-interface Totals { members: number[], fullAt: Array<number | null>, bytes: number, cpuUs: number, rss: number[], connections: number, detail: NodeDetail[] }
+interface Totals { members: number[], fullAt: Array<number | null>, bytes: number, cpuUs: number, rss: number[], connections: number, detail: NodeDetail[], oldestRecordMs: number[] }
 
 async function pollAll (workers: Worker[]): Promise<Totals> {
   const polls = await Promise.all(workers.map(async w => await w.poll()))
@@ -95,7 +101,8 @@ async function pollAll (workers: Worker[]): Promise<Totals> {
     cpuUs: polls.reduce((s, p) => s + p.cpuUs, 0),
     rss: polls.map(p => p.rssBytes),
     connections: polls.reduce((s, p) => s + p.connections, 0),
-    detail: polls.flatMap(p => p.detail)
+    detail: polls.flatMap(p => p.detail),
+    oldestRecordMs: polls.flatMap(p => p.oldestRecordMs)
   }
 }
 
@@ -117,10 +124,14 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
   // worker 0 holds the seeds alone (a bootstrap node has a machine of its own; sharing a
   // process with 31 starting daemons, node 1 accepted no connection in 150 s at N=250)
   const count = Math.max(2, Math.ceil(n / PER_WORKER))
-  const workers = Array.from({ length: count + 1 }, () => new Worker())
+  // One network namespace holds every worker (they meet on its 127.0.0.1); its eth0 is on the
+  // lab's own bridge, where the daemons' mDNS goes (the lab cleans up, also on a signal).
+  const lab: Lab = await createLab({ prefix: 'w2cp' })
+  const { ns } = await lab.addNode('cp', { multicast: true })
+  const workers = Array.from({ length: count + 1 }, () => new Worker(ns))
   const res: ControlPlaneResult = {
     nodes: n, workers: count + 1, fullMembershipMs: null, nodesFull: 0, convergeCpuS: null, idleSeconds: IDLE_S,
-    idleBytesPerSecPerNode: null, idleCpuSPerMinPerNode: null, idleCoresUsed: null, rssMiBPerWorker: [], connectionsPerNode: null, loadavg: []
+    idleBytesPerSecPerNode: null, idleCpuSPerMinPerNode: null, idleCoresUsed: null, rssMiBPerWorker: [], connectionsPerNode: null, oldestRecordS: null, loadavg: []
   }
   try {
     await Promise.all(workers.map(async w => await w.next('ready', 120_000)))
@@ -167,15 +178,28 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
     res.convergeCpuS = round((totals.cpuUs - before.cpuUs) / 1e6, 2)
     console.log(`[control-plane] N=${n}: full membership everywhere after ${res.fullMembershipMs} ms (CPU ${res.convergeCpuS} s); idle window ${IDLE_S} s after ${SETTLE_S} s`)
     await sleep(SETTLE_S * 1000)
+    const profile = async (start: boolean): Promise<void> => {
+      if (PROF_IDLE === undefined) return
+      mkdirSync(PROF_IDLE, { recursive: true })
+      await Promise.all(workers.map(async (w, i) => {
+        const done = w.next('profiled', 60_000)
+        w.send(start ? { cmd: 'profile', start } : { cmd: 'profile', start, file: join(PROF_IDLE, `idle-n${n}-w${i}.cpuprofile`) })
+        await done
+      }))
+    }
+    await profile(true)
     const a = await pollAll(workers)
     await sleep(IDLE_S * 1000)
     const b = await pollAll(workers)
+    await profile(false)
     res.idleBytesPerSecPerNode = Math.round((b.bytes - a.bytes) / IDLE_S / n)
     const cpuS = (b.cpuUs - a.cpuUs) / 1e6
     res.idleCpuSPerMinPerNode = round(cpuS / (IDLE_S / 60) / n, 3)
     res.idleCoresUsed = round(cpuS / IDLE_S, 2)
     res.rssMiBPerWorker = b.rss.map(r => Math.round(r / 2 ** 20))
     res.connectionsPerNode = round(b.connections / n, 1)
+    const ages = [...b.oldestRecordMs].sort((x, y) => x - y)
+    res.oldestRecordS = { median: round((ages[Math.floor(ages.length / 2)] ?? 0) / 1000, 1), max: round((ages[ages.length - 1] ?? 0) / 1000, 1) }
     const short = b.members.filter(m => m < n - 1).length
     if (short > 0) res.error = `${short} nodes lost members during the idle window`
   } catch (err) {
@@ -190,6 +214,7 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
       if (w.child.exitCode === null) await new Promise(resolve => { w.child.once('exit', resolve); setTimeout(resolve, 10_000).unref() })
       w.child.kill('SIGKILL')
     }))
+    await lab.destroy()
   }
   return res
 }

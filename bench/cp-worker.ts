@@ -7,7 +7,8 @@
 // sync, identify, ping. TCP/IP headers are not included.
 
 import { Socket } from 'node:net'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import '../src/polyfill.ts'
@@ -31,13 +32,16 @@ export type NodeDetail = [number, number, number]
 export type ToWorker =
   | { cmd: 'start', nodes: Array<{ index: number, bootstrap: string[] }>, psk: string, total: number }
   | { cmd: 'poll' }
+  | { cmd: 'profile', start: true }
+  | { cmd: 'profile', start: false, file: string }
   | { cmd: 'stop' }
 
 export type FromWorker =
   | { type: 'ready' }
   | { type: 'started', index: number, port: number, at: number }
-  | { type: 'poll', members: number[], fullAt: Array<number | null>, bytesSent: number, cpuUs: number, rssBytes: number, connections: number, detail: NodeDetail[] }
+  | { type: 'poll', members: number[], fullAt: Array<number | null>, bytesSent: number, cpuUs: number, rssBytes: number, connections: number, detail: NodeDetail[], oldestRecordMs: number[] }
   | { type: 'error', message: string }
+  | { type: 'profiled' }
   | { type: 'stopped' }
 
 const send = (msg: FromWorker): void => { process.send?.(msg) }
@@ -52,6 +56,7 @@ const dir = mkdtempSync(join(tmpdir(), 'w2cp-'))
 const daemons: Daemon[] = []
 const indices: number[] = []
 const fullAt: Array<number | null> = []
+let profiler: Session | undefined
 
 // the bench process is gone (killed, crashed): so are we, with our daemons' state
 process.on('disconnect', () => { rmSync(dir, { recursive: true, force: true }); process.exit(1) })
@@ -70,7 +75,9 @@ async function handle (msg: ToWorker): Promise<void> {
         name: `n${index}`,
         bootstrap,
         // BENCH_CP_MDNS=0: without mDNS (on by default, as in the daemon)
-        mdns: process.env.BENCH_CP_MDNS !== '0'
+        mdns: process.env.BENCH_CP_MDNS !== '0',
+        // BENCH_CP_REFRESH=s: record refresh period (default: the daemon's)
+        ...(process.env.BENCH_CP_REFRESH !== undefined ? { refreshSeconds: Number(process.env.BENCH_CP_REFRESH) } : {})
       })
       const d = await startDaemon({ config, log: logFor(index), driver: createMemoryDriver({ autoHandshake: true, recordCalls: false }), allowLoopback: true, addressEvents: false })
       const slot = daemons.push(d) - 1
@@ -92,8 +99,23 @@ async function handle (msg: ToWorker): Promise<void> {
       cpuUs: cpu.user + cpu.system,
       rssBytes: process.memoryUsage.rss(),
       connections: daemons.reduce((n, d) => n + d.host.getConnections().length, 0),
-      detail: daemons.map((d, i): NodeDetail => [indices[i] ?? 0, d.membership.members().length, d.host.getConnections().length])
+      detail: daemons.map((d, i): NodeDetail => [indices[i] ?? 0, d.membership.members().length, d.host.getConnections().length]),
+      // per daemon, the age of the oldest member record it holds (by its author's clock: one host here)
+      oldestRecordMs: daemons.map(d => Date.now() - Math.min(Date.now(), ...d.membership.members().map(e => e.record.issuedAt)))
     })
+  } else if (msg.cmd === 'profile') {
+    // a CPU profile of one phase (the idle window), where --cpu-prof covers the whole run
+    profiler ??= new Session()
+    if (msg.start) {
+      profiler.connect()
+      await profiler.post('Profiler.enable')
+      await profiler.post('Profiler.start')
+    } else {
+      const { profile } = await profiler.post('Profiler.stop')
+      writeFileSync(msg.file, JSON.stringify(profile))
+      profiler.disconnect()
+    }
+    send({ type: 'profiled' })
   } else {
     await Promise.all(daemons.map(async d => { await d.stop().catch(() => {}) }))
     rmSync(dir, { recursive: true, force: true })
