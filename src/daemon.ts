@@ -5,6 +5,7 @@ import { loadIdentity, type Identity } from './identity/identity.ts'
 import { createHost, filterLanAnswers, ipOf, queryLan, thinLanAnswers, type Host } from './p2p/host.ts'
 import { createKeeper, type Keeper } from './p2p/keeper.ts'
 import { startGossip, type Gossip } from './gossip/gossip.ts'
+import { createAnnouncer } from './gossip/announcer.ts'
 import { signRecord, RECORD_VERSION, MAX_REVOKES, type NodeRecord, type RecordClaim } from './gossip/record.ts'
 import { Membership } from './membership/table.ts'
 import { chooseClaim, inRange, ula64, type Claim, type OverlayRange } from './membership/ipam.ts'
@@ -39,6 +40,8 @@ import { createThrottledTask } from './util/rate.ts'
  */
 const MEMBERSHIP_REVIEW_MS = 10
 const SAVE_INTERVAL_MS = 500
+/** how often record refreshes alone (nothing but seq and issuedAt new) reach the dump */
+const REFRESH_SAVE_MS = 60_000
 /**
  * Our own interface addresses are read (getifaddrs, no process) when the kernel reports an
  * address change (src/endpoints/watch.ts), at least every UNDERLAY_CHECK_MS, and every
@@ -332,27 +335,13 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   }
 
   let gossip: Gossip | undefined
-  let lastContent = ''
-  let departed = false
-  /** Sign and publish our record, unless nothing but seq and time would change (or `force`). */
-  const announceNow = async (extra: Partial<NodeRecord>, force: boolean): Promise<void> => {
-    if (departed) return // nothing may follow the tombstone (shutdown changes our addresses)
-    const record = { ...buildRecord(), ...extra }
-    const content = JSON.stringify({ ...record, seq: 0, issuedAt: 0 })
-    if (content === lastContent && !force) return
-    lastContent = content
-    const signed = await signRecord(record, identity.libp2pKey)
-    membership.setSelf(signed)
-    await gossip?.publish(signed.envelope)
-  }
-  // One at a time, in seq order: overlapping announcements could otherwise store or publish
-  // an older record after a newer one, and the newer content would never be sent again.
-  let announcing: Promise<void> = Promise.resolve()
-  const announce = async (extra: Partial<NodeRecord> = {}, force = false): Promise<void> => {
-    const next = announcing.then(async () => { await announceNow(extra, force) })
-    announcing = next.catch(() => {})
-    await next
-  }
+  const announcer = createAnnouncer({
+    build: buildRecord,
+    sign: async record => await signRecord(record, identity.libp2pKey),
+    hold: signed => { membership.setSelf(signed) },
+    publish: async envelope => { await gossip?.publish(envelope) }
+  })
+  const announce = announcer.announce
 
   // Our own claims follow the deterministic collision rules: keep while we win, else move on.
   const reviewClaims = (): boolean => {
@@ -426,8 +415,12 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   // A sync brings up to N records in a row and every one fires onChange; each review above
   // walks all members (O(N) per record, O(N²) per node while a large mesh forms): review once
   // per burst instead.
+  // A refresh changes nothing to review; it only needs to reach the dump, and not at once (a
+  // kill -9 then restores the older record, which the next sync replaces).
   let changeTimer: NodeJS.Timeout | undefined
-  membership.onChange(() => {
+  const saveRefreshes = createThrottledTask(async () => { saveSoon() }, REFRESH_SAVE_MS)
+  membership.onChange(({ refreshOnly }) => {
+    if (refreshOnly) { saveRefreshes.schedule(); return }
     if (changeTimer === undefined) changeTimer = setTimeout(() => { changeTimer = undefined; onMembershipChange() }, MEMBERSHIP_REVIEW_MS)
   })
 
@@ -521,13 +514,16 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   })
 
   // Liveness: a periodic refresh (jittered so members do not beat in step) tells the others
-  // we are alive even when nothing changed.
+  // we are alive even when nothing changed. The first comes at a random point of the first
+  // period: nodes started together (a fleet's reboot) then refresh spread out, not all at once
+  // one period later.
   let refreshTimer: NodeJS.Timeout | undefined
-  const scheduleRefresh = (): void => {
-    refreshTimer = setTimeout(() => { void announce({}, true).finally(scheduleRefresh) }, config.refreshSeconds * 1000 * (0.8 + Math.random() * 0.4))
+  const scheduleRefresh = (first = false): void => {
+    const share = first ? Math.random() : 0.8 + Math.random() * 0.4
+    refreshTimer = setTimeout(() => { void announce({}, true).finally(scheduleRefresh) }, config.refreshSeconds * 1000 * share)
     refreshTimer.unref()
   }
-  scheduleRefresh()
+  scheduleRefresh(true)
 
   const expire = (): void => {
     const gone = membership.expire(config.expirySeconds * 1000)
@@ -572,7 +568,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const leave = async (): Promise<void> => {
     log.info('leaving the mesh')
     await announce({ leaving: true }, true)
-    departed = true
+    announcer.close() // nothing may follow the tombstone (shutdown changes our addresses)
     // gossipsub writes asynchronously: give the tombstone a moment on the wire
     await new Promise(resolve => setTimeout(resolve, 300))
     await shutdown()
@@ -588,6 +584,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     stopped = true
     if (refreshTimer !== undefined) clearTimeout(refreshTimer)
     if (changeTimer !== undefined) clearTimeout(changeTimer)
+    saveRefreshes.cancel()
     clearInterval(expiryTimer)
     clearInterval(tunnelsTimer)
     addressWatch.stop()

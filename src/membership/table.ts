@@ -32,6 +32,16 @@ export interface Revocation {
   at: number
 }
 
+/**
+ * What changed. A refresh re-signs a record with a newer seq and issuedAt and nothing else:
+ * it keeps the member alive but changes nothing WireGuard, libp2p or the hosts file use. In a
+ * mesh of N members each node hears N of them per refresh interval (250 nodes: ~1 a second),
+ * so listeners skip their O(N) reviews for them.
+ */
+export interface MembershipChange {
+  refreshOnly: boolean
+}
+
 export interface MembershipOptions {
   self: string
   selfWgPublicKey: string
@@ -42,7 +52,7 @@ export interface MembershipOptions {
 
 export class Membership {
   private readonly entries = new Map<string, Entry>()
-  private readonly listeners = new Set<() => void>()
+  private readonly listeners = new Set<(change: MembershipChange) => void>()
   private readonly revokeListeners = new Set<(revocation: Revocation) => void>()
   /** sticky: kept in the state dump, never undone by a record */
   private readonly revokedPeers = new Map<string, Revocation>()
@@ -102,8 +112,9 @@ export class Membership {
     }
     this.entries.set(record.peerId, { record, envelope: signed.envelope, receivedAt: this.now() })
     // a valid record of a member in good standing: its revocations hold
-    for (const target of record.revokes ?? []) this.revokeQuietly(target, record.peerId)
-    this.emit()
+    let revoked = false
+    for (const target of record.revokes ?? []) revoked = this.revokeQuietly(target, record.peerId) || revoked
+    this.emit({ refreshOnly: !revoked && current !== undefined && sameContent(current.record, record) })
     return { accepted: true, record }
   }
 
@@ -114,7 +125,7 @@ export class Membership {
    */
   revoke (peerId: string, by: string, at = this.now()): boolean {
     const changed = this.revokeQuietly(peerId, by, at)
-    if (changed) this.emit()
+    if (changed) this.emit({ refreshOnly: false })
     return changed
   }
 
@@ -150,8 +161,9 @@ export class Membership {
 
   /** Our own record: always replaces the previous one, never validated against ourselves. */
   setSelf (signed: SignedRecord): void {
+    const current = this.entries.get(signed.record.peerId)
     this.entries.set(signed.record.peerId, { record: signed.record, envelope: signed.envelope, receivedAt: this.now() })
-    this.emit()
+    this.emit({ refreshOnly: current !== undefined && sameContent(current.record, signed.record) })
   }
 
   get (peerId: string): Entry | undefined {
@@ -202,11 +214,11 @@ export class Membership {
     const cutoff = this.now() - maxAgeMs
     const gone = [...this.entries.values()].filter(e => e.record.peerId !== this.opts.self && e.record.issuedAt < cutoff).map(e => e.record.peerId)
     for (const peerId of gone) this.entries.delete(peerId)
-    if (gone.length > 0) this.emit()
+    if (gone.length > 0) this.emit({ refreshOnly: false })
     return gone
   }
 
-  onChange (listener: () => void): () => void {
+  onChange (listener: (change: MembershipChange) => void): () => void {
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)
   }
@@ -230,11 +242,16 @@ export class Membership {
     return undefined
   }
 
-  private emit (): void {
+  private emit (change: MembershipChange): void {
     for (const listener of this.listeners) {
-      try { listener() } catch { /* a listener's failure must not break acceptance */ }
+      try { listener(change) } catch { /* a listener's failure must not break acceptance */ }
     }
   }
+}
+
+/** Equal but for seq and issuedAt (a record's fields are plain JSON data). */
+function sameContent (a: NodeRecord, b: NodeRecord): boolean {
+  return JSON.stringify({ ...a, seq: 0, issuedAt: 0 }) === JSON.stringify({ ...b, seq: 0, issuedAt: 0 })
 }
 
 function sameBytes (a: Uint8Array, b: Uint8Array): boolean {

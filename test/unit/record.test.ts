@@ -88,6 +88,20 @@ describe('membership acceptance', () => {
     expect(table.all().map(e => e.record.peerId)).toEqual([alice.peerId])
   })
 
+  it('tells listeners when a change is only a refresh (new seq and issuedAt, nothing else)', async () => {
+    const table = membershipFor(me)
+    const changes: boolean[] = []
+    table.onChange(c => changes.push(c.refreshOnly))
+    expect(table.accept(await alice.sign({ issuedAt: 1000 })).accepted).toBe(true)
+    expect(table.accept(await alice.sign({ issuedAt: 2000 })).accepted).toBe(true)
+    expect(table.accept(await alice.sign({ issuedAt: 3000, endpoints: ['198.18.0.9:10042'] })).accepted).toBe(true)
+    expect(table.accept(await alice.sign({ issuedAt: 4000, endpoints: ['198.18.0.9:10042'], revokes: [bob.peerId] })).accepted).toBe(true)
+    table.setSelf(await me.sign({ issuedAt: 1000 }))
+    table.setSelf(await me.sign({ issuedAt: 5000 }))
+    table.setSelf(await me.sign({ issuedAt: 6000, name: 'renamed' }))
+    expect(changes).toEqual([false, true, false, false, false, true, false])
+  })
+
   it('ignores records about ourselves', async () => {
     const table = membershipFor(me)
     expect(table.accept(await me.sign({ seq: 99 }))).toMatchObject({ accepted: false, reason: 'self' })
