@@ -2,7 +2,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Config } from './config/config.ts'
 import { meshSeed } from './config/psk.ts'
 import { loadIdentity, type Identity } from './identity/identity.ts'
-import { createHost, filterLanAnswers, ipOf, queryLan, thinLanAnswers, type Host } from './p2p/host.ts'
+import { createHost, filterLanAnswers, ipOf, queryLan, repeatLanQueries, thinLanAnswers, type Host } from './p2p/host.ts'
 import { createKeeper, type Keeper } from './p2p/keeper.ts'
 import { startGossip, type Gossip } from './gossip/gossip.ts'
 import { createAnnouncer } from './gossip/announcer.ts'
@@ -476,7 +476,9 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   log.info({ implementation: driver.implementation() }, 'wireguard interface ready')
   log.info({ listen: host.getMultiaddrs().map(String), mdns: config.mdns, dht: config.dht }, 'libp2p listening')
   await announce()
-  thinLanAnswers(host, () => membership.members().length)
+  // on every mDNS query on the segment (N per 5 min): a count in O(1), not a walk of the members
+  thinLanAnswers(host, () => membership.size - 1)
+  const stopLanQueries = config.mdns ? repeatLanQueries(host, ulaSeed) : undefined
   filterLanAnswers(host, peerId => membership.get(peerId) !== undefined)
   keeper = createKeeper({ host, self, bootstrap: config.bootstrap, log, queryLan: config.mdns ? () => { queryLan(host, ulaSeed) } : undefined })
   onMembershipChange()
@@ -585,6 +587,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     if (refreshTimer !== undefined) clearTimeout(refreshTimer)
     if (changeTimer !== undefined) clearTimeout(changeTimer)
     saveRefreshes.cancel()
+    stopLanQueries?.()
     clearInterval(expiryTimer)
     clearInterval(tunnelsTimer)
     addressWatch.stop()

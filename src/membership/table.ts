@@ -179,6 +179,11 @@ export class Membership {
     return this.entries.get(peerId)?.envelope
   }
 
+  /** Records held (us, members, tombstones): members().length + 1 or a little more, in O(1). */
+  get size (): number {
+    return this.entries.size
+  }
+
   /** Live members other than us. */
   members (): Entry[] {
     return this.live().filter(e => e.record.peerId !== this.opts.self)

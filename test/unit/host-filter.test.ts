@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { describe, it, expect, vi, afterEach } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { filterLanAnswers, GOSSIPSUB_OPTIONS, ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_MEMORY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, LAN_PASS_BURST, LAN_PASS_REFILL_MS, mdnsServiceTag, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
+import { filterLanAnswers, GOSSIPSUB_OPTIONS, ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_MEMORY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, LAN_PASS_BURST, LAN_PASS_REFILL_MS, MDNS_QUERY_MS, mdnsServiceTag, repeatLanQueries, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
 import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
@@ -110,6 +110,37 @@ describe('mDNS answers in a large mesh', () => {
 
   it('no mDNS service: nothing to thin', () => {
     expect(() => { thinLanAnswers({ services: {} } as unknown as Host, () => 1) }).not.toThrow()
+  })
+})
+
+describe('mDNS queries of a running node', () => {
+  afterEach(() => { vi.useRealTimers(); vi.restoreAllMocks() })
+
+  function queryTimes (random: () => number, periods: number): number[] {
+    vi.useFakeTimers({ now: 0 })
+    vi.spyOn(Math, 'random').mockImplementation(random)
+    const times: number[] = []
+    const host = { services: { mdns: { mdns: { query: () => { times.push(Date.now()) } } } } } as unknown as Host
+    const stop = repeatLanQueries(host, 'seed')
+    vi.advanceTimersByTime(periods * MDNS_QUERY_MS)
+    stop()
+    vi.advanceTimersByTime(10 * MDNS_QUERY_MS)
+    vi.useRealTimers()
+    return times
+  }
+
+  it('ask every period ±50 %, from a random point of the first period on, and stop when told', () => {
+    const P = MDNS_QUERY_MS
+    expect(queryTimes(() => 0.25, 3)).toEqual([0.25 * P, P, 1.75 * P, 2.5 * P])
+    expect(queryTimes(() => 0.9, 3)).toEqual([0.9 * P, 2.3 * P])
+  })
+
+  it('nodes started together ask at different times', () => {
+    const real = Math.random
+    const firsts = Array.from({ length: 50 }, () => queryTimes(() => real(), 1)[0]!)
+    // 50 draws from one period: within any tenth of it, far fewer than all of them
+    const crowd = Math.max(...firsts.map(t => firsts.filter(u => Math.abs(u - t) < MDNS_QUERY_MS / 20).length))
+    expect(crowd).toBeLessThan(25)
   })
 })
 
