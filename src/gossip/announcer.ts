@@ -1,4 +1,4 @@
-import type { NodeRecord, SignedRecord } from './record.ts'
+import { recordContent, type NodeRecord, type SignedRecord } from './record.ts'
 
 // Our own record: built, signed, held in our table, and published when its content changed.
 // A refresh (the same content, a newer seq and issuedAt) is signed and held but not
@@ -35,7 +35,7 @@ export function createAnnouncer (opts: AnnouncerOptions): Announcer {
   const run = async (extra: Partial<NodeRecord>, refresh: boolean): Promise<void> => {
     if (closed) return
     const record = { ...opts.build(), ...extra }
-    const content = JSON.stringify({ ...record, seq: 0, issuedAt: 0 })
+    const content = recordContent(record)
     const changed = content !== lastContent
     if (!changed && !refresh) return
     lastContent = content

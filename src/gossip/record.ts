@@ -63,6 +63,14 @@ export const recordSchema = z.object({
 })
 
 export type NodeRecord = z.infer<typeof recordSchema>
+
+/**
+ * What a record says, without its seq and issuedAt: equal for a record and its refresh, so a
+ * refresh can be told from a change (a record's fields are plain JSON data).
+ */
+export function recordContent (record: NodeRecord): string {
+  return JSON.stringify({ ...record, seq: 0, issuedAt: 0 })
+}
 export type RecordClaim = z.infer<typeof claimSchema>
 
 export interface SignedRecord {

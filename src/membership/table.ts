@@ -1,4 +1,4 @@
-import { openRecord, RecordError, type NodeRecord, type SignedRecord } from '../gossip/record.ts'
+import { openRecord, recordContent, RecordError, type NodeRecord, type SignedRecord } from '../gossip/record.ts'
 import { claimDerives, inRange, resolveClaims, type Claim, type OverlayRange } from './ipam.ts'
 import { canonicalRoute } from './routes.ts'
 
@@ -114,7 +114,7 @@ export class Membership {
     // a valid record of a member in good standing: its revocations hold
     let revoked = false
     for (const target of record.revokes ?? []) revoked = this.revokeQuietly(target, record.peerId) || revoked
-    this.emit({ refreshOnly: !revoked && current !== undefined && sameContent(current.record, record) })
+    this.emit({ refreshOnly: !revoked && current !== undefined && recordContent(current.record) === recordContent(record) })
     return { accepted: true, record }
   }
 
@@ -163,7 +163,7 @@ export class Membership {
   setSelf (signed: SignedRecord): void {
     const current = this.entries.get(signed.record.peerId)
     this.entries.set(signed.record.peerId, { record: signed.record, envelope: signed.envelope, receivedAt: this.now() })
-    this.emit({ refreshOnly: current !== undefined && sameContent(current.record, signed.record) })
+    this.emit({ refreshOnly: current !== undefined && recordContent(current.record) === recordContent(signed.record) })
   }
 
   get (peerId: string): Entry | undefined {
@@ -252,11 +252,6 @@ export class Membership {
       try { listener(change) } catch { /* a listener's failure must not break acceptance */ }
     }
   }
-}
-
-/** Equal but for seq and issuedAt (a record's fields are plain JSON data). */
-function sameContent (a: NodeRecord, b: NodeRecord): boolean {
-  return JSON.stringify({ ...a, seq: 0, issuedAt: 0 }) === JSON.stringify({ ...b, seq: 0, issuedAt: 0 })
 }
 
 function sameBytes (a: Uint8Array, b: Uint8Array): boolean {

@@ -116,7 +116,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  * Ask the LAN every MDNS_QUERY_MS (±50 %), from a random point of the first period on. The
  * service's own interval kept the phase of the node's start: 250 daemons started together
  * asked within seconds of each other every 5 min, and each of those bursts made every node
- * look at 62,500 queries (a sixth of a settled 250-node bench's CPU). Returns a stop function.
+ * look at 62,500 queries at once. Returns a stop function.
  */
 export function repeatLanQueries (host: Host, seed: string, periodMs = MDNS_QUERY_MS): () => void {
   let timer: NodeJS.Timeout | undefined
