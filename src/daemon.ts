@@ -5,7 +5,7 @@ import { loadIdentity, type Identity } from './identity/identity.ts'
 import { createHost, filterLanAnswers, ipOf, queryLan, repeatLanQueries, thinLanAnswers, type Host } from './p2p/host.ts'
 import { createKeeper, type Keeper } from './p2p/keeper.ts'
 import { startGossip, type Gossip } from './gossip/gossip.ts'
-import { createAnnouncer } from './gossip/announcer.ts'
+import { createAnnouncer, staleAfterSeconds } from './gossip/announcer.ts'
 import { signRecord, RECORD_VERSION, MAX_REVOKES, type NodeRecord, type RecordClaim } from './gossip/record.ts'
 import { Membership } from './membership/table.ts'
 import { chooseClaim, inRange, ula64, type Claim, type OverlayRange } from './membership/ipam.ts'
@@ -188,6 +188,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     const routeStatus = (peerId: string): RouteStatus[] => routing.verdicts.filter(v => v.peerId === peerId)
       .map(v => ({ cidr: v.cidr, accepted: v.accepted, reason: v.reason ?? null }))
     const nowMs = Date.now()
+    const staleAfter = staleAfterSeconds(config.refreshSeconds, membership.size - 1)
     return {
       self: {
         peerId: self,
@@ -220,7 +221,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
           routes: routeStatus(record.peerId),
           recordAgeSeconds: recordAge,
           candidates: tried?.candidates ?? [],
-          state: recordAge > config.refreshSeconds * 3
+          state: recordAge > staleAfter
             ? 'stale'
             : tunnelUp(handshakeAge)
               ? 'ok'

@@ -49,7 +49,8 @@ export interface StatusReport {
     /**
      * ok: handshake in the last 3 minutes; connecting: trying its candidate endpoints;
      * no-direct-path: every candidate tried without a handshake (still retrying);
-     * stale: no record refresh for 3 periods
+     * stale: no record refresh for 3 periods plus the time a refresh takes to spread
+     * (a minute per doubling of the mesh; `staleAfterSeconds`)
      */
     state: MemberState
   }>

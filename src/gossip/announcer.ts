@@ -1,3 +1,4 @@
+import { ANTI_ENTROPY_SECONDS } from './gossip.ts'
 import { recordContent, type NodeRecord, type SignedRecord } from './record.ts'
 
 // Our own record: built, signed, held in our table, and published when its content changed.
@@ -6,6 +7,19 @@ import { recordContent, type NodeRecord, type SignedRecord } from './record.ts'
 // once a minute) spreads it within minutes, one copy per member. Gossip would hand every
 // member several copies at once: at N=100, with a refresh every 5 min each, that alone was
 // ~1.4 KB/s per node, over the 1 KiB/s budget for an idle mesh.
+
+/**
+ * A member's record older than this means it stopped refreshing (`status` says `stale`): three
+ * periods, plus the time a refresh takes to reach everyone. Anti-entropy paces that spread,
+ * not the period: each round (about a minute) roughly doubles the members holding a refresh,
+ * so the allowance grows by a round per doubling of the mesh. Measured at N=250 (300 s
+ * periods): the oldest record a node held was 695-717 s old, 5-6 rounds after the latest
+ * possible refresh; the allowance there is 8 rounds. With the 3 periods alone, a 30 s period
+ * would call most of a large mesh stale.
+ */
+export function staleAfterSeconds (refreshSeconds: number, members: number): number {
+  return 3 * refreshSeconds + ANTI_ENTROPY_SECONDS * Math.ceil(Math.log2(Math.max(1, members) + 1))
+}
 
 export interface AnnouncerOptions {
   /** a fresh record (new seq and issuedAt) from the current state */

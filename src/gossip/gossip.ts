@@ -17,6 +17,8 @@ const SYNC_ATTEMPTS = 4
 /** at most one extra sync per this time while new members arrive */
 const NUDGE_MS = 2_000
 const MAX_KNOWN_AUTHORS = 10_000
+/** mean seconds between anti-entropy syncs with a random connected peer */
+export const ANTI_ENTROPY_SECONDS = 60
 
 export interface GossipOptions {
   host: Host
@@ -178,7 +180,7 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   pubsub.addEventListener('subscription-change', onSubscription)
 
   // 3. Anti-entropy: now and then, a random connected peer. Repairs whatever gossip lost.
-  const meanMs = (opts.antiEntropySeconds ?? 60) * 1000
+  const meanMs = (opts.antiEntropySeconds ?? ANTI_ENTROPY_SECONDS) * 1000
   let antiEntropy: NodeJS.Timeout | undefined
   const scheduleAntiEntropy = (): void => {
     antiEntropy = setTimeout(() => {

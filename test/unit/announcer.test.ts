@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { createAnnouncer } from '../../src/gossip/announcer.ts'
+import { createAnnouncer, staleAfterSeconds } from '../../src/gossip/announcer.ts'
 import { signRecord, openRecord, type NodeRecord, type SignedRecord } from '../../src/gossip/record.ts'
 import { makeNode, type TestNode } from './fixtures.ts'
 
@@ -52,5 +52,16 @@ describe('announcing our record', () => {
     state.name = 'e'
     await announcer.announce({}, true)
     expect(held).toHaveLength(3)
+  })
+
+  it('calls a member stale after 3 periods plus a spread that grows with the mesh, not with the period', () => {
+    // the N=250 bench held records up to 717 s old with 300 s periods: not stale
+    expect(staleAfterSeconds(300, 249)).toBeGreaterThan(717)
+    expect(staleAfterSeconds(300, 249)).toBe(900 + 8 * 60)
+    expect(staleAfterSeconds(300, 1)).toBe(900 + 60)
+    expect(staleAfterSeconds(300, 0)).toBe(900 + 60)
+    // a short period still leaves anti-entropy its rounds: 4 rounds at N=10, 10 at N=1000
+    expect(staleAfterSeconds(30, 9)).toBe(90 + 4 * 60)
+    expect(staleAfterSeconds(30, 999)).toBe(90 + 10 * 60)
   })
 })
