@@ -7,7 +7,7 @@
 // Real-daemon parts need root, ip, wg, wireguard-go; run the suite under the shared lock:
 //   flock /tmp/w2w-e2e.lock npm run bench
 // Other knobs: BENCH_ROUNDS (joins, default 5), BENCH_IDLE (s, default 60), BENCH_SETTLE (s,
-// default 30), BENCH_RESTARTS (default 3), BENCH_CP (control-plane sizes, default 50,100,250),
+// default 60), BENCH_RESTARTS (default 3), BENCH_CP (control-plane sizes, default 50,100,250),
 // BENCH_CP_IDLE / BENCH_CP_SETTLE / BENCH_CP_TIMEOUT (s, default 420), BENCH_IPAM_NODES (default 10000),
 // BENCH_NODE_OPTIONS (Node/V8 flags for the conv10/conv25/idle/restart daemons, e.g. --max-semi-space-size=1),
 // BENCH_DAEMON_WRAP (a command those daemons run under, e.g. "nice -n 10"),
@@ -81,11 +81,14 @@ export async function runSuite (parts: Set<Part>): Promise<Summary> {
     // the idle and restart benchmarks run on the converged 10-node mesh
     const c = await measureConvergence(10, async (lab, names, addrs, pskFile) => {
       if (parts.has('idle')) {
-        const settle = Number(process.env.BENCH_SETTLE ?? 30)
+        // Issue #7 asks for idle "after 60 s of idle". A shorter settle also times V8's memory
+        // reducer: two or three mark-compacts 25-50 s after a daemon's start (--trace-gc),
+        // ~25 ms of a daemon's CPU that a minute of idle never spends again.
+        const settle = Number(process.env.BENCH_SETTLE ?? 60)
         const idle = Number(process.env.BENCH_IDLE ?? 60)
         progress(`idle: ${settle} s settle, then ${idle} s of CPU time per daemon`)
         s.idle = { ...await measureIdle(lab, names, settle, idle), ...stamp() }
-        progress(`idle: daemon CPU median ${s.idle.daemonCpuSPerMin.median} CPU-s/min (max ${s.idle.daemonCpuSPerMin.max}), RSS median ${s.idle.daemonRssMiB.median} MiB`)
+        progress(`idle: daemon CPU median ${s.idle.daemonCpuSPerMin.median} CPU-s/min (max ${s.idle.daemonCpuSPerMin.max}), RSS median ${s.idle.daemonRssMiB.median} MiB (files ${s.idle.daemonRssFileMiB.median} MiB)`)
       }
       if (parts.has('restart')) s.restart = { ...await measureRestart(lab, addrs, pskFile, Number(process.env.BENCH_RESTARTS ?? 3)), ...stamp() }
     })
@@ -165,8 +168,8 @@ export function rows (s: Summary): Row[] {
   }
   if (s.idle !== undefined) {
     const i = s.idle
-    out.push({ figure: `idle CPU per daemon, N=10 (median, max), CPU-s/min`, ours: `${i.daemonCpuSPerMin.median} (${i.daemonCpuSPerMin.max})`, floor: `${i.wireguardGoCpuSPerMin.median} (wireguard-go)`, ratio: '-', target: '≤ 0.10', load: load(i) })
-    out.push({ figure: `RSS per daemon, N=10 (median, max)`, ours: `${i.daemonRssMiB.median} MiB (${i.daemonRssMiB.max})`, floor: `${i.wireguardGoRssMiB.median} MiB (wireguard-go)`, ratio: ratio(i.daemonRssMiB.median, i.wireguardGoRssMiB.median), target: '≤ 64 MiB', load: load(i) })
+    out.push({ figure: `idle CPU per daemon, N=10 (median, max), CPU-s/min, ${i.settleSeconds} s after convergence`, ours: `${i.daemonCpuSPerMin.median} (${i.daemonCpuSPerMin.max})`, floor: `${i.wireguardGoCpuSPerMin.median} (wireguard-go)`, ratio: '-', target: '≤ 0.10', load: load(i) })
+    out.push({ figure: `RSS per daemon, N=10 (median, max)`, ours: `${i.daemonRssMiB.median} MiB (${i.daemonRssMiB.max})${i.daemonRssFileMiB === undefined ? '' : `; of it files (the node binary) ${i.daemonRssFileMiB.median} MiB`}`, floor: `${i.wireguardGoRssMiB.median} MiB (wireguard-go)`, ratio: ratio(i.daemonRssMiB.median, i.wireguardGoRssMiB.median), target: '≤ 64 MiB', load: load(i) })
   }
   for (const r of s.controlPlane?.results ?? []) {
     const target = r.nodes === 100 ? '≤ 5 s; ≤ 1 KiB/s' : r.nodes === 250 ? 'runs' : ''
