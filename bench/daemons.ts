@@ -22,8 +22,8 @@ export interface IdleResult {
   wireguardGo: ProcFigures[]
   daemonCpuSPerMin: { median: number, max: number }
   daemonRssMiB: { median: number, max: number }
-  /** the part of daemonRssMiB that is file pages (see ProcFigures) */
-  daemonRssFileMiB: { median: number, max: number }
+  /** the part of daemonRssMiB that is file pages (see ProcFigures); absent in summaries before round 10 */
+  daemonRssFileMiB?: { median: number, max: number }
   wireguardGoCpuSPerMin: { median: number, max: number }
   wireguardGoRssMiB: { median: number, max: number }
 }

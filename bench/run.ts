@@ -88,7 +88,7 @@ export async function runSuite (parts: Set<Part>): Promise<Summary> {
         const idle = Number(process.env.BENCH_IDLE ?? 60)
         progress(`idle: ${settle} s settle, then ${idle} s of CPU time per daemon`)
         s.idle = { ...await measureIdle(lab, names, settle, idle), ...stamp() }
-        progress(`idle: daemon CPU median ${s.idle.daemonCpuSPerMin.median} CPU-s/min (max ${s.idle.daemonCpuSPerMin.max}), RSS median ${s.idle.daemonRssMiB.median} MiB (files ${s.idle.daemonRssFileMiB.median} MiB)`)
+        progress(`idle: daemon CPU median ${s.idle.daemonCpuSPerMin.median} CPU-s/min (max ${s.idle.daemonCpuSPerMin.max}), RSS median ${s.idle.daemonRssMiB.median} MiB (files ${s.idle.daemonRssFileMiB?.median} MiB)`)
       }
       if (parts.has('restart')) s.restart = { ...await measureRestart(lab, addrs, pskFile, Number(process.env.BENCH_RESTARTS ?? 3)), ...stamp() }
     })
