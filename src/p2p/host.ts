@@ -7,7 +7,6 @@ import { yamux } from '@libp2p/yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
-import { preSharedKey } from '@libp2p/pnet'
 import { mdns } from '@libp2p/mdns'
 import type { ConnectionProtector, PeerInfo, PrivateKey } from '@libp2p/interface'
 import type { kadDHT } from '@libp2p/kad-dht'
@@ -15,16 +14,14 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { meshSeed, type Psk } from '../config/psk.ts'
 import { unmapIpv4 } from '../util/ip.ts'
 import { createTokenBucket } from '../util/rate.ts'
-import { fixXsalsa20 } from './xsalsa20-fix.ts'
 import { lessYamuxWindowUpdates } from './yamux-window.ts'
 import { withLiveness, type LivenessOptions } from './liveness.ts'
+import { MultiKeyProtector } from './protector.ts'
 
-// pnet's cipher package leaks its WASM memory to a crash once any chunk grows it (see the module)
-fixXsalsa20()
 // yamux answers every data frame with a window update of its own (see the module)
 lessYamuxWindowUpdates()
 
-// The libp2p stack: TCP, gated by the network PSK (pnet), then Noise and yamux. Gossipsub
+// The libp2p stack: TCP, gated by the network PSK (pnet's wire format), then Noise and yamux. Gossipsub
 // carries record changes; identify tells each side the address the other sees.
 
 export interface HostOptions {
@@ -39,7 +36,7 @@ export interface HostOptions {
   meshSeed?: string
   /** kad-dht as extra peer routing; loaded only when on */
   dht?: boolean
-  /** replaces the single-key pnet protector (key rotation: src/p2p/protector.ts) */
+  /** the connection protector (several keys during a key rotation); default: `psk` alone */
   protector?: ConnectionProtector
   /** peers we refuse in both directions (revoked members) */
   denyPeer?: (peerId: string) => boolean
@@ -63,7 +60,7 @@ export async function createHost (opts: HostOptions) {
     privateKey: opts.privateKey,
     addresses: { listen: opts.listen, announceFilter: addrs => addrs.filter(usable) },
     transports: [tcp()],
-    connectionProtector: opts.protector !== undefined ? () => opts.protector! : preSharedKey({ psk: new TextEncoder().encode(opts.psk.swarmKey) }),
+    connectionProtector: () => opts.protector ?? new MultiKeyProtector({ dial: opts.psk.bytes, accept: [] }),
     connectionEncrypters: [noise()],
     streamMuxers: [streamMuxer(opts.liveness)],
     connectionGater: {

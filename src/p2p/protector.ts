@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { AbstractMultiaddrConnection, byteStream } from '@libp2p/utils'
 import type { AbortOptions, ConnectionProtector, MultiaddrConnection } from '@libp2p/interface'
-import xsalsa20 from 'xsalsa20'
+import { XSalsa20Stream } from './xsalsa20.ts'
 
 // A pnet-compatible connection protector that accepts several keys, so the network key can
 // change without a flag day. Wire format as @libp2p/pnet: each side sends a random 24-byte
@@ -82,11 +82,11 @@ export class MultiKeyProtector implements ConnectionProtector {
     ])
     const remoteNonce = nonce.subarray()
     let key: Uint8Array
-    let inbound: xsalsa20.Xor
+    let inbound: XSalsa20Stream
     let firstPlain: Uint8Array | undefined
     if (connection.direction === 'outbound') {
       key = this.keys.dial
-      inbound = xsalsa20(remoteNonce, key)
+      inbound = new XSalsa20Stream(key, remoteNonce)
     } else {
       // The dialer speaks first: its opening bytes tell us its key.
       const opening = (await bytes.read({ bytes: MSS_HEADER.length, signal })).subarray()
@@ -105,7 +105,7 @@ export class MultiKeyProtector implements ConnectionProtector {
       maConn: bytes.unwrap(),
       key,
       inbound,
-      outbound: xsalsa20(localNonce, key),
+      outbound: new XSalsa20Stream(key, localNonce),
       firstPlain,
       log: connection.log.newScope('multikey-pnet')
     })
@@ -114,12 +114,11 @@ export class MultiKeyProtector implements ConnectionProtector {
     return stream
   }
 
-  private findKey (nonce: Uint8Array, opening: Uint8Array): { key: Uint8Array, xor: xsalsa20.Xor, plain: Uint8Array } | undefined {
+  private findKey (nonce: Uint8Array, opening: Uint8Array): { key: Uint8Array, xor: XSalsa20Stream, plain: Uint8Array } | undefined {
     for (const key of this.accepted()) {
-      const xor = xsalsa20(nonce, key)
+      const xor = new XSalsa20Stream(key, nonce)
       const plain = xor.update(opening)
       if (Buffer.compare(plain, MSS_HEADER) === 0) return { key, xor, plain }
-      xor.finalize() // frees its slot in the cipher's shared WebAssembly memory
     }
     return undefined
   }
@@ -135,8 +134,8 @@ function checkKeys (keys: ProtectorKeys): ProtectorKeys {
 interface KeyedStreamInit {
   maConn: MultiaddrConnection
   key: Uint8Array
-  inbound: xsalsa20.Xor
-  outbound: xsalsa20.Xor
+  inbound: XSalsa20Stream
+  outbound: XSalsa20Stream
   /** already decrypted bytes (the dialer's opening), delivered before anything else */
   firstPlain?: Uint8Array
   log: MultiaddrConnection['log']
@@ -146,8 +145,8 @@ interface KeyedStreamInit {
 class KeyedStream extends AbstractMultiaddrConnection {
   readonly keyId: string
   private readonly maConn: MultiaddrConnection
-  private readonly inbound: xsalsa20.Xor
-  private readonly outbound: xsalsa20.Xor
+  private readonly inbound: XSalsa20Stream
+  private readonly outbound: XSalsa20Stream
 
   constructor (init: KeyedStreamInit) {
     super({ log: init.log, remoteAddr: init.maConn.remoteAddr, direction: init.maConn.direction })

@@ -4,7 +4,7 @@ import { buildOptions } from '../../scripts/build-options.mjs'
 
 // What a daemon start (`join`/`up`) loads: the entry and the chunks it imports statically,
 // plus the config, log and daemon chunks it imports dynamically, with their static imports.
-function daemonInputs (meta: Metafile): Set<string> {
+function daemonOutputs (meta: Metafile): Set<string> {
   const outputs = meta.outputs
   const entry = Object.keys(outputs).find(f => outputs[f]?.entryPoint === 'cmd/w2wesher.ts')
   if (entry === undefined) throw new Error('no entry output')
@@ -20,7 +20,11 @@ function daemonInputs (meta: Metafile): Set<string> {
     }
   }
   visit(entry)
-  return new Set([...seen].flatMap(f => Object.keys(outputs[f]?.inputs ?? {})))
+  return seen
+}
+
+function daemonInputs (meta: Metafile): Set<string> {
+  return new Set([...daemonOutputs(meta)].flatMap(f => Object.keys(meta.outputs[f]?.inputs ?? {})))
 }
 
 describe('CLI bundle', () => {
@@ -37,5 +41,30 @@ describe('CLI bundle', () => {
     expect(has(/node_modules\/yaml\//)).toEqual([])
     expect(has(/node_modules\/prom-client\//)).toEqual([])
     expect(has(/node_modules\/@libp2p\/kad-dht\//)).toEqual([])
+  })
+
+  it('runs no WebAssembly and no ICU collation in a daemon', async () => {
+    const r = await build({ ...buildOptions, write: false, metafile: true, sourcemap: false, logLevel: 'silent' })
+    const inputs = [...daemonInputs(r.metafile)]
+    // noise's WebAssembly ciphers are aliased to OpenSSL, pnet's cipher is JavaScript
+    expect(inputs.filter(i => /node_modules\/(@chainsafe\/as-|xsalsa20\/)/.test(i))).toEqual([])
+    expect(inputs.filter(i => i.endsWith('src/p2p/noise-ciphers.ts'))).toHaveLength(1)
+    expect(r.warnings.map(w => w.text)).toEqual([])
+    const loaded = daemonOutputs(r.metafile)
+    const files = (r.outputFiles ?? []).filter(f => [...loaded].some(o => f.path.endsWith(o)))
+    expect(files.length).toBeGreaterThan(3)
+    expect(files.filter(f => f.text.includes('WebAssembly.')).map(f => f.path)).toEqual([])
+    // the entry's commander may collate its help output; nothing a running daemon calls may
+    const chunks = files.filter(f => f.path.includes('/chunks/'))
+    expect(chunks.filter(f => f.text.includes('.localeCompare(')).map(f => f.path)).toEqual([])
+  })
+
+  it('keeps the code a daemon loads in Latin-1, which V8 holds at one byte per character', async () => {
+    const r = await build({ ...buildOptions, write: false, metafile: true, sourcemap: false, logLevel: 'silent' })
+    const loaded = [...daemonOutputs(r.metafile)]
+    const files = (r.outputFiles ?? []).filter(f => loaded.some(o => f.path.endsWith(o)))
+    expect(files.length).toBeGreaterThan(3)
+    // (one character beyond U+00FF doubles the memory of that chunk's whole source)
+    expect(files.map(f => ({ file: f.path.replace(/.*\//, ''), wide: f.text.match(/[^\u0000-\u00ff]/g)?.slice(0, 5) ?? [] })).filter(f => f.wide.length > 0)).toEqual([])
   })
 })
