@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import '../src/polyfill.ts'
+import { setFlagsFromString } from 'node:v8'
 import { Command, Option } from 'commander'
 import { generatePsk } from '../src/config/psk.ts'
 import type { RawConfig } from '../src/config/config.ts'
@@ -86,6 +87,12 @@ interface DaemonFlags {
 }
 
 async function runDaemon (flags: DaemonFlags): Promise<void> {
+  // A daemon's JavaScript only ever handles control traffic (tunnel data is WireGuard's), so
+  // V8's optimising compiler, TurboFan, is not worth what it costs each daemon: ~6 MiB of RSS
+  // (its code pages and compile zones) and background CPU for start-up code that runs a few
+  // thousand times. The baseline compiler is kept (docs/benchmarks.md, round 11). V8 reads
+  // this at each tier-up, so it holds for everything loaded after it.
+  setFlagsFromString('--max-opt=1')
   const { config: file, route, ...other } = flags
   const rest = { ...other, routes: route }
   const { ConfigError, loadConfig } = await import('../src/config/config.ts')
