@@ -5,10 +5,12 @@ import type { AbortOptions, MessageStream, StreamMuxer, StreamMuxerFactory } fro
 // negotiating /ipfs/ping on every connection, from both ends: about 14 ms of CPU each, half
 // the idle CPU of a 10-node mesh. The muxer can do the same with one 12-byte yamux PING
 // frame and no stream. This wraps a muxer factory so that every connection it carries
-// pings that way and is aborted when an answer does not come.
+// pings that way and is aborted when an answer does not come. A connection pings only after
+// it has heard nothing for a while: anything from the peer (its own ping, data) shows it is
+// alive, so the two ends of a quiet connection take turns instead of both pinging.
 
 export interface LivenessOptions {
-  /** mean time between two pings on one connection (each waits 80–120% of it, so that a node's connections spread out) */
+  /** how long a connection may stay silent before it pings (80–120% of it, so that a node's connections spread out) */
   intervalMs: number
   /** a ping unanswered this long aborts the connection */
   timeoutMs: number
@@ -38,12 +40,21 @@ export function withLiveness<M extends PingingMuxer> (factory: MuxerFactoryInit<
 
 function watch (muxer: PingingMuxer, stream: MessageStream, opts: LivenessOptions): void {
   let timer: NodeJS.Timeout | undefined
-  const next = (): void => {
-    timer = setTimeout(check, opts.intervalMs * (0.8 + Math.random() * 0.4))
+  let heardAt = performance.now()
+  const heard = (): void => { heardAt = performance.now() }
+  const silence = (): number => opts.intervalMs * (0.8 + Math.random() * 0.4)
+  const wait = (ms: number): void => {
+    timer = setTimeout(check, ms)
     timer.unref()
   }
+  const next = (): void => { wait(silence()) }
   const check = (): void => {
     if (muxer.status !== 'open') return
+    const quiet = performance.now() - heardAt
+    if (quiet < opts.intervalMs * 0.8) {
+      wait(silence() - quiet)
+      return
+    }
     muxer.ping({ signal: AbortSignal.timeout(opts.timeoutMs) }).then(next, (err: unknown) => {
       if (muxer.status !== 'open') return
       // the connection (and with it the muxer) closes with the stream it runs on
@@ -52,6 +63,10 @@ function watch (muxer: PingingMuxer, stream: MessageStream, opts: LivenessOption
       stream.abort(reason)
     })
   }
-  stream.addEventListener('close', () => { clearTimeout(timer) }, { once: true })
+  stream.addEventListener('message', heard)
+  stream.addEventListener('close', () => {
+    clearTimeout(timer)
+    stream.removeEventListener('message', heard)
+  }, { once: true })
   next()
 }
