@@ -11,8 +11,9 @@ const compareCodeUnits = {
   name: 'compare-code-units',
   setup (build) {
     build.onLoad({ filter: /[\\/]node_modules[\\/]@libp2p[\\/][^\\/]+[\\/]dist[\\/].*\.js$/ }, async args => {
+      // handed back even when unchanged: esbuild would otherwise read the file again
       const source = await readFile(args.path, 'utf8')
-      if (!source.includes('.localeCompare(')) return undefined
+      if (!source.includes('.localeCompare(')) return { contents: source, loader: 'js' }
       const contents = source.replace(LOCALE_COMPARE, '__w2wCompareCodeUnits($1, $2)') +
         '\nfunction __w2wCompareCodeUnits (a, b) { return a < b ? -1 : a > b ? 1 : 0 }\n'
       const warnings = contents.includes('.localeCompare(') ? [{ text: `a localeCompare call left in ${args.path}` }] : []

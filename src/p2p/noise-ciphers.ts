@@ -20,12 +20,12 @@ export class ChaCha20Poly1305 {
 
   /** ciphertext followed by the 16-byte tag, in dst when given */
   seal (key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, associatedData?: Uint8Array, dst?: Uint8Array): Uint8Array {
+    const out = dst ?? new Uint8Array(plaintext.length + TAG_BYTES)
+    if (out.length !== plaintext.length + TAG_BYTES) throw new Error('ChaCha20Poly1305: incorrect destination length')
     const cipher = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_BYTES })
     if (associatedData !== undefined) cipher.setAAD(associatedData, { plaintextLength: plaintext.length })
     const body = cipher.update(plaintext)
     cipher.final()
-    const out = dst ?? new Uint8Array(plaintext.length + TAG_BYTES)
-    if (out.length !== plaintext.length + TAG_BYTES) throw new Error('ChaCha20Poly1305: incorrect destination length')
     out.set(body, 0)
     out.set(cipher.getAuthTag(), plaintext.length)
     return out
@@ -35,6 +35,7 @@ export class ChaCha20Poly1305 {
   open (key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, associatedData?: Uint8Array, dst?: Uint8Array): Uint8Array | null {
     if (sealed.length < TAG_BYTES) return null
     const body = sealed.subarray(0, sealed.length - TAG_BYTES)
+    if (dst !== undefined && dst.length !== body.length) throw new Error('ChaCha20Poly1305: incorrect destination length')
     const decipher = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_BYTES })
     if (associatedData !== undefined) decipher.setAAD(associatedData, { plaintextLength: body.length })
     decipher.setAuthTag(sealed.subarray(body.length))
@@ -45,7 +46,6 @@ export class ChaCha20Poly1305 {
       return null
     }
     if (dst === undefined) return plain
-    if (dst.length !== body.length) throw new Error('ChaCha20Poly1305: incorrect destination length')
     dst.set(plain)
     return dst
   }
