@@ -93,6 +93,12 @@ export async function signRecord (record: NodeRecord, key: PrivateKey): Promise<
   return { record, envelope }
 }
 
+/** The signature an envelope ends with, as a map key; undefined when it is too short to hold one. */
+export function signatureKey (envelope: Uint8Array): string | undefined {
+  if (envelope.length <= SIGNATURE_BYTES) return undefined
+  return Buffer.from(envelope.buffer, envelope.byteOffset + envelope.length - SIGNATURE_BYTES, SIGNATURE_BYTES).toString('base64')
+}
+
 /** Decode and verify an envelope from anywhere. Throws RecordError, never anything else. */
 export async function openRecord (envelope: Uint8Array): Promise<SignedRecord> {
   if (envelope.length > MAX_ENVELOPE_BYTES) throw new RecordError('oversize', `record is ${envelope.length} bytes, limit ${MAX_ENVELOPE_BYTES}`)

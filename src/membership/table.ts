@@ -1,4 +1,4 @@
-import { openRecord, recordContent, RecordError, type NodeRecord, type SignedRecord } from '../gossip/record.ts'
+import { openRecord, recordContent, RecordError, signatureKey, type NodeRecord, type SignedRecord } from '../gossip/record.ts'
 import { claimDerives, inRange, resolveClaims, type Claim, type OverlayRange } from './ipam.ts'
 import { canonicalRoute } from './routes.ts'
 
@@ -52,6 +52,8 @@ export interface MembershipOptions {
 
 export class Membership {
   private readonly entries = new Map<string, Entry>()
+  /** signature → peer id of every envelope held, to know a copy without checking it again */
+  private readonly bySignature = new Map<string, string>()
   private readonly listeners = new Set<(change: MembershipChange) => void>()
   private readonly revokeListeners = new Set<(revocation: Revocation) => void>()
   /** sticky: kept in the state dump, never undone by a record */
@@ -65,6 +67,13 @@ export class Membership {
 
   /** Decode, verify and accept an envelope from the network. Never throws. */
   async acceptEnvelope (envelope: Uint8Array, author?: string): Promise<AcceptResult> {
+    // Most envelopes are copies of one we hold (gossip, then sync, then gossip again): the
+    // same bytes were checked when they came first, and an Ed25519 check is the costliest
+    // step here (100 nodes starting: half of all record checks were such copies).
+    const held = this.heldCopy(envelope)
+    if (held !== undefined && held.record.peerId !== this.opts.self && (author === undefined || author === held.record.peerId)) {
+      return { accepted: false, reason: 'duplicate', detail: 'already held', record: held.record }
+    }
     let signed: SignedRecord
     try {
       signed = await openRecord(envelope)
@@ -110,7 +119,7 @@ export class Membership {
       try { canonical = canonicalRoute(route) } catch { }
       if (canonical !== route) return reject('malformed', `route "${route}" is not a CIDR in canonical network form`)
     }
-    this.entries.set(record.peerId, { record, envelope: signed.envelope, receivedAt: this.now() })
+    this.put({ record, envelope: signed.envelope, receivedAt: this.now() })
     // a valid record of a member in good standing: its revocations hold
     let revoked = false
     for (const target of record.revokes ?? []) revoked = this.revokeQuietly(target, record.peerId) || revoked
@@ -151,7 +160,7 @@ export class Membership {
       this.selfRevokedBy = by
     } else {
       this.revokedPeers.set(peerId, revocation)
-      this.entries.delete(peerId)
+      this.remove(peerId)
     }
     for (const listener of this.revokeListeners) {
       try { listener(revocation) } catch { /* must not break acceptance */ }
@@ -162,7 +171,7 @@ export class Membership {
   /** Our own record: always replaces the previous one, never validated against ourselves. */
   setSelf (signed: SignedRecord): void {
     const current = this.entries.get(signed.record.peerId)
-    this.entries.set(signed.record.peerId, { record: signed.record, envelope: signed.envelope, receivedAt: this.now() })
+    this.put({ record: signed.record, envelope: signed.envelope, receivedAt: this.now() })
     this.emit({ refreshOnly: current !== undefined && recordContent(current.record) === recordContent(signed.record) })
   }
 
@@ -218,7 +227,7 @@ export class Membership {
   expire (maxAgeMs: number): string[] {
     const cutoff = this.now() - maxAgeMs
     const gone = [...this.entries.values()].filter(e => e.record.peerId !== this.opts.self && e.record.issuedAt < cutoff).map(e => e.record.peerId)
-    for (const peerId of gone) this.entries.delete(peerId)
+    for (const peerId of gone) this.remove(peerId)
     if (gone.length > 0) this.emit({ refreshOnly: false })
     return gone
   }
@@ -226,6 +235,29 @@ export class Membership {
   onChange (listener: (change: MembershipChange) => void): () => void {
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)
+  }
+
+  private put (entry: Entry): void {
+    this.remove(entry.record.peerId)
+    this.entries.set(entry.record.peerId, entry)
+    const key = signatureKey(entry.envelope)
+    if (key !== undefined) this.bySignature.set(key, entry.record.peerId)
+  }
+
+  private remove (peerId: string): void {
+    const entry = this.entries.get(peerId)
+    if (entry === undefined) return
+    this.entries.delete(peerId)
+    const key = signatureKey(entry.envelope)
+    if (key !== undefined && this.bySignature.get(key) === peerId) this.bySignature.delete(key)
+  }
+
+  /** The entry holding exactly these bytes, if any. */
+  private heldCopy (envelope: Uint8Array): Entry | undefined {
+    const key = signatureKey(envelope)
+    const peerId = key === undefined ? undefined : this.bySignature.get(key)
+    const entry = peerId === undefined ? undefined : this.entries.get(peerId)
+    return entry !== undefined && sameBytes(entry.envelope, envelope) ? entry : undefined
   }
 
   private live (): Entry[] {
