@@ -17,6 +17,7 @@ import { createTokenBucket } from '../util/rate.ts'
 import { lessYamuxWindowUpdates } from './yamux-window.ts'
 import { withLiveness, type LivenessOptions } from './liveness.ts'
 import { MultiKeyProtector } from './protector.ts'
+import { noiseCrypto } from './noise-crypto.ts'
 
 // yamux answers every data frame with a window update of its own (see the module)
 lessYamuxWindowUpdates()
@@ -61,7 +62,7 @@ export async function createHost (opts: HostOptions) {
     addresses: { listen: opts.listen, announceFilter: addrs => addrs.filter(usable) },
     transports: [tcp()],
     connectionProtector: () => opts.protector ?? new MultiKeyProtector({ dial: opts.psk.bytes, accept: [] }),
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [streamMuxer(opts.liveness)],
     connectionGater: {
       // never reach a member through the overlay itself
