@@ -8,7 +8,7 @@ import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
 import { mdns } from '@libp2p/mdns'
-import type { ConnectionProtector, PeerInfo, PrivateKey } from '@libp2p/interface'
+import type { ComponentLogger, ConnectionProtector, Logger, PeerInfo, PrivateKey } from '@libp2p/interface'
 import type { kadDHT } from '@libp2p/kad-dht'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { meshSeed, type Psk } from '../config/psk.ts'
@@ -50,6 +50,18 @@ export interface HostOptions {
   liveness?: LivenessOptions
 }
 
+/**
+ * libp2p's own debug logs stay off unless DEBUG names them (DEBUG=libp2p:*). Off, its logger
+ * (weald) still costs: libp2p makes several per connection and per stream, and each asks
+ * whether stderr is a terminal, a system call. Without DEBUG libp2p gets loggers that do
+ * nothing (two in-process hosts: 0.7 ms of CPU less per connection).
+ */
+export function libp2pLogger (debug = process.env.DEBUG): ComponentLogger | undefined {
+  if ((debug ?? '') !== '') return undefined // libp2p's default, weald
+  const silent: Logger = Object.assign(() => {}, { error: () => {}, trace: () => {}, enabled: false, newScope: () => silent })
+  return { forComponent: () => silent }
+}
+
 /** kad-dht protocol of our own: the mesh's DHT never mixes with a public one. */
 export const DHT_PROTOCOL = '/w2wesher/kad/1.0.0'
 
@@ -59,6 +71,7 @@ export async function createHost (opts: HostOptions) {
   const usable = (ma: Multiaddr): boolean => usableAddress(ma, opts)
   return await createLibp2p({
     privateKey: opts.privateKey,
+    logger: libp2pLogger(),
     addresses: { listen: opts.listen, announceFilter: addrs => addrs.filter(usable) },
     transports: [tcp()],
     connectionProtector: () => opts.protector ?? new MultiKeyProtector({ dial: opts.psk.bytes, accept: [] }),

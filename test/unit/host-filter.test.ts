@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { describe, it, expect, vi, afterEach } from 'vitest'
 import { multiaddr } from '@multiformats/multiaddr'
-import { filterLanAnswers, GOSSIPSUB_OPTIONS, ipOf, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_MEMORY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, LAN_PASS_BURST, LAN_PASS_REFILL_MS, MDNS_QUERY_MS, mdnsServiceTag, repeatLanQueries, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
+import { filterLanAnswers, GOSSIPSUB_OPTIONS, ipOf, libp2pLogger, LAN_ANSWER_BURST, LAN_ANSWER_DELAY_MS, LAN_ANSWER_MEMORY_MS, LAN_ANSWER_REFILL_MS, LAN_ANSWERS, LAN_PASS_BURST, LAN_PASS_REFILL_MS, MDNS_QUERY_MS, mdnsServiceTag, repeatLanQueries, tcpTarget, thinLanAnswers, usableAddress, type Host } from '../../src/p2p/host.ts'
 import { meshSeed, parsePsk, pskFromBytes, rotatedSwarmKey } from '../../src/config/psk.ts'
 
 describe('multiaddr helpers', () => {
@@ -229,5 +229,17 @@ describe('gossipsub duplicate id', () => {
     expect(id({ from: bytes(1, 3), seqno: bytes(0, 7) })).not.toBe(id({ from: bytes(1, 2), seqno: bytes(0, 7) }))
     // the separator keeps the boundary: (12, 3) and (1, 23) are different publications
     expect(id({ from: bytes(1, 2), seqno: bytes(3) })).not.toBe(id({ from: bytes(1), seqno: bytes(2, 3) }))
+  })
+})
+
+describe('libp2p logger', () => {
+  it('is silent and cheap without DEBUG, libp2p\'s own (weald) with it', () => {
+    const silent = libp2pLogger('')?.forComponent('libp2p:connection')
+    expect(silent).toBeDefined()
+    expect(silent?.enabled).toBe(false)
+    expect(silent?.newScope('outbound')).toBe(silent)
+    expect(() => { silent?.('x %s', 1); silent?.error('e'); silent?.trace('t') }).not.toThrow()
+    expect(libp2pLogger(undefined)?.forComponent('a').enabled).toBe(false)
+    expect(libp2pLogger('libp2p:*')).toBeUndefined()
   })
 })
