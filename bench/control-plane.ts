@@ -61,7 +61,7 @@ class Worker {
 
   /** in the namespace `ns`: the daemons' mDNS multicast must not leave the bench's own network */
   constructor (ns: string) {
-    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', '--max-old-space-size=8192', ...PROF_ARGS, WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', ...(process.env.CC ? ['--import', process.env.CC] : []), '--max-old-space-size=8192', ...PROF_ARGS, WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     this.child.on('message', (m: FromWorker) => {
       if (m.type === 'started') this.started.push(m)
       if (m.type === 'error') this.error = m.message
@@ -106,8 +106,9 @@ async function pollAll (workers: Worker[]): Promise<Totals> {
   }
 }
 
-/** BENCH_CP_DETAIL=1: every 5 s, who knows how many members over how many connections (stderr) */
+/** BENCH_CP_DETAIL=s: every s seconds (1: every 5 s), who knows how many members over how many connections, and CPU (stderr) */
 const DETAIL = process.env.BENCH_CP_DETAIL !== undefined
+const DETAIL_MS = Math.max(500, (Number(process.env.BENCH_CP_DETAIL) === 1 ? 5 : Number(process.env.BENCH_CP_DETAIL) || 5) * 1000)
 
 function summarise (detail: NodeDetail[]): string {
   const pick = (k: 1 | 2): string => { const v = detail.map(d => d[k]).sort((x, y) => x - y); return `${v[0]}/${v[Math.floor(v.length / 2)]}/${v[v.length - 1]}` }
@@ -165,9 +166,9 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
       const full = totals.fullAt.filter(t => t !== null).length
       res.nodesFull = full
       if (full === n) break
-      if (DETAIL && Date.now() - lastDetail >= 5000) {
+      if (DETAIL && Date.now() - lastDetail >= DETAIL_MS) {
         lastDetail = Date.now()
-        console.error(`[cp-detail] t=${lastDetail - t0} started ${workers.reduce((k, w) => k + w.started.length, 0)}/${n}; ${summarise(totals.detail)}`)
+        console.error(`[cp-detail] t=${lastDetail - t0} CPU ${(totals.cpuUs / 1e6).toFixed(1)} s; full ${full}; started ${workers.reduce((k, w) => k + w.started.length, 0)}/${n}; ${summarise(totals.detail)}`)
       }
       if (Date.now() - t0 > timeoutMs) {
         const m = [...totals.members].sort((x, y) => x - y)
