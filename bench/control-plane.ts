@@ -28,6 +28,8 @@ const WORKER = resolve(import.meta.dirname, 'cp-worker.ts')
 const PROF_ARGS = process.env.BENCH_CP_PROF === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CP_PROF}`]
 /** BENCH_CP_PROF_IDLE=dir: a V8 CPU profile of each worker during the idle window only */
 const PROF_IDLE = process.env.BENCH_CP_PROF_IDLE
+/** BENCH_CP_IMPORT=file: a module each worker imports first (a call counter, say) */
+const PRELOAD = process.env.BENCH_CP_IMPORT === undefined ? [] : ['--import', resolve(process.env.BENCH_CP_IMPORT)]
 /** nodes per worker process: keeps each under the fd limit (a full mesh is N-1 sockets per node) */
 const PER_WORKER = 32
 
@@ -61,7 +63,7 @@ class Worker {
 
   /** in the namespace `ns`: the daemons' mDNS multicast must not leave the bench's own network */
   constructor (ns: string) {
-    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', ...(process.env.CC ? ['--import', process.env.CC] : []), '--max-old-space-size=8192', ...PROF_ARGS, WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', ...PRELOAD, '--max-old-space-size=8192', ...PROF_ARGS, WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     this.child.on('message', (m: FromWorker) => {
       if (m.type === 'started') this.started.push(m)
       if (m.type === 'error') this.error = m.message
