@@ -38,10 +38,10 @@ export const noiseCrypto: ICryptoInterface = {
     return keyPairFrom(generateKeyPairSync('x25519').privateKey)
   },
   generateX25519KeyPairFromSeed (seed) {
-    const pair = keyPairFrom(privateKeyObject(seed))
+    const privateKey = privateKeyObject(seed)
     // Noise keeps the seed itself as the private key
-    keyObjects.set(seed, keyObjects.get(pair.privateKey)!)
-    return { publicKey: pair.publicKey, privateKey: seed }
+    keyObjects.set(seed, privateKey)
+    return { publicKey: keyPairFrom(privateKey).publicKey, privateKey: seed }
   },
   generateX25519SharedKey (privateKey, publicKey) {
     const ours = privateKey instanceof Uint8Array ? keyObjects.get(privateKey) : undefined
