@@ -108,9 +108,13 @@ async function pollAll (workers: Worker[]): Promise<Totals> {
   }
 }
 
-/** BENCH_CP_DETAIL=s: every s seconds (1: every 5 s), who knows how many members over how many connections, and CPU (stderr) */
+/**
+ * BENCH_CP_DETAIL=s: every s seconds, who knows how many members over how many connections,
+ * and CPU (stderr). `1` (its first meaning: on) and anything not a positive number mean 5 s.
+ */
 const DETAIL = process.env.BENCH_CP_DETAIL !== undefined
-const DETAIL_MS = Math.max(500, (Number(process.env.BENCH_CP_DETAIL) === 1 ? 5 : Number(process.env.BENCH_CP_DETAIL) || 5) * 1000)
+const detailSeconds = Number(process.env.BENCH_CP_DETAIL)
+const DETAIL_MS = 1000 * (detailSeconds > 0 && detailSeconds !== 1 ? Math.max(0.5, detailSeconds) : 5)
 
 function summarise (detail: NodeDetail[]): string {
   const pick = (k: 1 | 2): string => { const v = detail.map(d => d[k]).sort((x, y) => x - y); return `${v[0]}/${v[Math.floor(v.length / 2)]}/${v[v.length - 1]}` }

@@ -29,8 +29,9 @@ export class XSalsa20Stream {
     for (let i = 0; i < 4; i++) input[6 + i] = le32(nonce, 4 * i)
     const words = this.words
     salsaRounds(input, words)
-    const subkey = [words[0]!, words[5]!, words[10]!, words[15]!, words[6]!, words[7]!, words[8]!, words[9]!]
-    for (let i = 0; i < 4; i++) { input[1 + i] = subkey[i]!; input[11 + i] = subkey[4 + i]! }
+    // the subkey is words 0, 5, 10, 15, 6, 7, 8, 9 of that, into the key's places
+    input[1] = words[0]!; input[2] = words[5]!; input[3] = words[10]!; input[4] = words[15]!
+    input[11] = words[6]!; input[12] = words[7]!; input[13] = words[8]!; input[14] = words[9]!
     input[6] = le32(nonce, 16)
     input[7] = le32(nonce, 20)
     input[8] = 0
