@@ -2,7 +2,7 @@
 // wireguard-go full mesh proves namespaces, bridge, helpers and cleanup work, so a failing
 // daemon e2e test can be blamed on the daemon and not on the lab.
 
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -17,6 +17,8 @@ const LAB_TS = resolve(REPO_ROOT, 'test', 'e2e', 'lab.ts')
 const CRASH_PREFIX = 'w2lst'
 
 const missing = labPrerequisites()
+// fping (the restart benchmark's exact 10 Hz pinger) only for its own case below
+const noFping = spawnSync('sh', ['-c', 'command -v fping && command -v chrt']).status !== 0
 // On a developer machine without root the lab cannot run: skip. In CI it must run.
 const skip = missing.length > 0 && process.env.CI !== 'true'
 if (skip) console.warn(`skipping lab e2e tests, missing: ${missing.join(', ')}`)
@@ -90,6 +92,28 @@ describe.skipIf(skip)('lab with a static wireguard-go mesh', () => {
     expect(stats.lost).toBe(0)
     expect(stats.received).toBe(stats.sent)
     expect(stats.longestGapMs).toBeLessThan(500)
+  })
+
+  it.skipIf(noFping && process.env.CI !== 'true')('runs fping at real-time priority on a fixed 100 ms schedule, and it counts a cut', async () => {
+    const target = mesh[2]?.ipv6 ?? ''
+    const healthy = lab.startPinger('n1', target, { tool: 'fping', realtime: true })
+    await sleep(2000)
+    const calm = await healthy.stop()
+    expect(calm.lost).toBe(0)
+    expect(calm.sent).toBeGreaterThanOrEqual(19) // a true 10 Hz: 20 in 2 s (iputils ping sends 19)
+    expect(calm.sent).toBeLessThanOrEqual(21)
+    expect(calm.longestGapMs).toBeLessThan(200)
+    const cut = lab.startPinger('n1', target, { tool: 'fping', realtime: true })
+    await sleep(500)
+    await lab.setLink('n3', false)
+    await sleep(1000)
+    await lab.setLink('n3', true)
+    await waitFor(() => lab.ping('n1', target, { timeoutMs: 300 }), { timeoutMs: 10_000, what: 'n1 -> n3 after link up' })
+    await sleep(500)
+    const stats = await cut.stop()
+    expect(stats.lost).toBeGreaterThanOrEqual(8)
+    expect(stats.longestGapMs).toBeGreaterThanOrEqual(900)
+    expect(stats.received).toBeGreaterThan(5)
   })
 
   it('cuts and restores a node with setLink, and the pinger sees the gap', async () => {

@@ -186,6 +186,19 @@ export interface PingerStats {
   stderr: string
 }
 
+export interface PingerOptions {
+  /**
+   * `ping` (iputils, `-i 0.1`; its period is the interval plus the kernel's timer rounding: 104 ms
+   * on these machines) or `fping` (`-l -p 100`: sends on a fixed 100 ms schedule, a true 10 Hz).
+   */
+  tool?: 'ping' | 'fping'
+  /**
+   * Run ping at real-time priority (SCHED_FIFO, chrt), so its own wake-ups on a busy machine
+   * do not show as gaps: what remains is the delay of the replies themselves (benchmarks).
+   */
+  realtime?: boolean
+}
+
 export interface Pinger {
   readonly node: string
   readonly addr: string
@@ -230,7 +243,7 @@ export interface Lab {
   wgPeers(node: string, ifname?: string): Promise<WgPeer[]>
   ping(node: string, addr: string, opts?: PingOptions): Promise<boolean>
   pingMatrix(nodes?: string[], opts?: PingMatrixOptions): Promise<PingMatrix>
-  startPinger(node: string, addr: string): Pinger
+  startPinger(node: string, addr: string, opts?: PingerOptions): Pinger
   setLink(node: string, up: boolean): Promise<void>
   // Splits the underlay into groups that cannot reach each other (nodes in no group keep
   // reaching everyone); null heals. Bridge-level nftables in the hub, so nodes see nothing.
@@ -479,14 +492,37 @@ export function parsePingerOutput (stdout: string, startMs: number, stopMs: numb
     sent = Math.max(maxSeq, inFlight ? transmitted - 1 : transmitted)
   }
   const received = [...replies.keys()].filter(s => s <= sent).length
-  const times = [...replies.values()].sort((a, b) => a - b)
-  let longestGapMs = 0
+  return { sent, received, lost: sent - received, longestGapMs: longestGap([...replies.values()], startMs, stopMs), durationMs: Math.round(stopMs - startMs) }
+}
+
+/**
+ * `fping -l -D` output: one line per reply on stdout (`[time] addr : [seq], 64 bytes, …`, seq
+ * from 0), and on SIGINT the summary on stderr (`addr : xmt/rcv/%loss = 50/49/2%, …`).
+ */
+export function parseFpingOutput (stdout: string, stderr: string, startMs: number, stopMs: number): Omit<PingerStats, 'addr' | 'stderr'> {
+  const replies = new Map<number, number>() // seq -> first reply time (ms)
+  for (const line of stdout.split('\n')) {
+    const reply = /^\[(\d+\.\d+)\] \S+ : \[(\d+)\], \d+ bytes/.exec(line)
+    if (reply !== null && !replies.has(Number(reply[2]))) replies.set(Number(reply[2]), Number(reply[1]) * 1000)
+  }
+  const xmt = /xmt\/rcv\/%loss = (\d+)\//.exec(stderr)
+  const maxSeq = Math.max(-1, ...replies.keys())
+  // the last request may still have been on its way when the pinger stopped: not a loss
+  const transmitted = xmt === null ? maxSeq + 1 : Number(xmt[1])
+  const sent = Math.max(maxSeq + 1, replies.has(transmitted - 1) ? transmitted : transmitted - 1)
+  const received = [...replies.keys()].filter(s => s < sent).length
+  return { sent, received, lost: sent - received, longestGapMs: longestGap([...replies.values()], startMs, stopMs), durationMs: Math.round(stopMs - startMs) }
+}
+
+/** The longest stretch without a reply, from the pinger's start to its stop. */
+function longestGap (replyTimes: number[], startMs: number, stopMs: number): number {
+  let longest = 0
   let prev = startMs
-  for (const t of [...times, stopMs]) {
-    longestGapMs = Math.max(longestGapMs, t - prev)
+  for (const t of [...[...replyTimes].sort((a, b) => a - b), stopMs]) {
+    longest = Math.max(longest, t - prev)
     prev = t
   }
-  return { sent, received, lost: sent - received, longestGapMs: Math.round(longestGapMs), durationMs: Math.round(stopMs - startMs) }
+  return Math.round(longest)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -879,10 +915,13 @@ class LabImpl implements Lab {
     return { family, nodes, results, ok: failures.length === 0, failures, text: formatPingMatrix(nodes, results, family) }
   }
 
-  startPinger (node: string, addr: string): Pinger {
+  startPinger (node: string, addr: string, opts: PingerOptions = {}): Pinger {
     const n = this.node(node)
     const startMs = Date.now()
-    const child = spawn('ip', ['netns', 'exec', n.ns, 'ping', '-n', '-i', '0.1', '-D', '-O', addr], {
+    const priority = opts.realtime === true ? ['chrt', '--fifo', '10'] : []
+    const fping = opts.tool === 'fping'
+    const argv = fping ? ['fping', '-l', '-p', '100', '-D', addr] : ['ping', '-n', '-i', '0.1', '-D', '-O', addr]
+    const child = spawn('ip', ['netns', 'exec', n.ns, ...priority, ...argv], {
       stdio: ['ignore', 'pipe', 'pipe'], env: CHILD_ENV
     })
     this.pingers.add(child)
@@ -893,13 +932,14 @@ class LabImpl implements Lab {
     const closed = new Promise<void>(res => child.on('close', () => res()))
     const stop = async (): Promise<PingerStats> => {
       const stopMs = Date.now()
-      // SIGINT makes ping print its summary; ip netns exec exec'd ping, so this is ping.
+      // SIGINT makes ping print its summary; ip netns exec (and chrt) exec'd it, so this is ping.
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT')
       const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
       await closed
       clearTimeout(timer)
       this.pingers.delete(child)
-      return { addr, ...parsePingerOutput(stdout, startMs, stopMs), stderr: stderr.trim() }
+      const stats = fping ? parseFpingOutput(stdout, stderr, startMs, stopMs) : parsePingerOutput(stdout, startMs, stopMs)
+      return { addr, ...stats, stderr: stderr.trim() }
     }
     return { node, addr, stop }
   }
