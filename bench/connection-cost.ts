@@ -1,7 +1,7 @@
 // CPU per libp2p connection: two hosts (src/p2p/host.ts, as a daemon builds it) in this
 // process on 127.0.0.1; one dials the other N times (PSK, Noise, yamux, identify, gossipsub
 // subscriptions), waits 5 ms and hangs up. Prints the process's CPU per connection, both ends
-// together. V8 runs as in a daemon (no TurboFan, cmd/w2wesher.ts) unless BENCH_TURBOFAN=1.
+// together. V8 runs as in a daemon (no TurboFan, cmd/load-daemon.ts) unless BENCH_TURBOFAN=1.
 // `npx tsx bench/connection-cost.ts [N]` (default 200). Loopback only; nothing is left behind.
 
 import { setFlagsFromString } from 'node:v8'

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import '../src/polyfill.ts'
-import { setFlagsFromString } from 'node:v8'
 import { Command, Option } from 'commander'
 import { generatePsk } from '../src/config/psk.ts'
+import { loadDaemon } from './load-daemon.ts'
 import type { RawConfig } from '../src/config/config.ts'
 import type { ControlRequest } from '../src/control/socket.ts'
 import type { StatusReport } from '../src/control/status.ts'
@@ -87,16 +87,16 @@ interface DaemonFlags {
 }
 
 async function runDaemon (flags: DaemonFlags): Promise<void> {
-  // A daemon's JavaScript only ever handles control traffic (tunnel data is WireGuard's), so
-  // V8's optimising compiler, TurboFan, is not worth what it costs each daemon: ~6 MiB of RSS
-  // (its code pages and compile zones) and background CPU for start-up code that runs a few
-  // thousand times. The baseline compiler is kept (docs/benchmarks.md, round 11). V8 reads
-  // this at each tier-up, so it holds for everything loaded after it.
-  setFlagsFromString('--max-opt=1')
   const { config: file, route, ...other } = flags
   const rest = { ...other, routes: route }
-  const { ConfigError, loadConfig } = await import('../src/config/config.ts')
-  const { createLogger } = await import('../src/log.ts')
+  // the whole daemon, with the code cache when V8 takes it (see cmd/load-daemon.ts)
+  let daemonCode
+  try {
+    daemonCode = loadDaemon()
+  } catch (err) {
+    fail(1, (err as Error).message)
+  }
+  const { exports: { ConfigError, createLogger, loadConfig, startDaemon }, codeCache } = daemonCode
   let config
   try {
     config = await loadConfig({ flags: rest as RawConfig, env: process.env, file: file ?? process.env.W2WESHER_CONFIG })
@@ -105,8 +105,7 @@ async function runDaemon (flags: DaemonFlags): Promise<void> {
     throw err
   }
   const log = createLogger(config.logLevel, config.logFormat)
-  // Loaded lazily: genpsk and config errors should not pay for importing libp2p.
-  const { startDaemon } = await import('../src/daemon.ts')
+  log.debug({ codeCache }, 'daemon code loaded')
   let daemon
   try {
     daemon = await startDaemon({ config, log })

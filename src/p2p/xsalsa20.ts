@@ -1,6 +1,6 @@
 // The pnet keystream (XSalsa20, 24-byte nonce) over a connection's bytes as they arrive in
 // chunks of any size. Plain JavaScript, written for the daemon's JIT tiers (no TurboFan, see
-// cmd/w2wesher.ts): rotations inline instead of a function call each, the subkey derived once
+// cmd/load-daemon.ts): rotations inline instead of a function call each, the subkey derived once
 // per connection and the current keystream block kept between chunks. @noble/ciphers'
 // one-shot xsalsa20 derived the subkey again for every chunk, and most chunks are a few dozen
 // bytes (yamux frames): 30 µs for a 40-byte chunk, against 8 µs here (docs/benchmarks.md,
