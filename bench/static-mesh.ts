@@ -70,7 +70,7 @@ export async function pollPairs (
 }
 
 /** What the pollers need of a node's WireGuard device. */
-export interface WgHandshakes { publicKey: string, peers: Array<{ publicKey: string, latestHandshake: number }> }
+export interface WgHandshakes { publicKey: string, peers: Array<{ publicKey: string, latestHandshake: number, latestHandshakeNsec?: number }> }
 
 /** daemons pick the kernel's WireGuard when it has one; only those devices need `wg show` */
 const KERNEL_WIREGUARD = existsSync('/sys/module/wireguard')
@@ -94,8 +94,10 @@ export async function readHandshakes (lab: Lab, node: string): Promise<WgHandsha
 
 /**
  * Reads every node's device (readHandshakes) every `intervalMs` until every node lists a
- * completed handshake with every other. Returns the elapsed ms at which each ordered pair
- * "from>to" was first seen. A handshake needs both ends configured with each other's key and
+ * completed handshake with every other. Returns, per ordered pair "from>to", the elapsed ms at
+ * which that handshake happened by WireGuard's own clock (seconds and nanoseconds, since round
+ * 13; a kernel device's dump has only seconds, so there it is the poll that first saw it, a
+ * grain of `intervalMs`). A handshake needs both ends configured with each other's key and
  * endpoint; traffic then flows.
  */
 export async function pollHandshakes (lab: Lab, nodes: string[], t0: number, timeoutMs: number, intervalMs = 200): Promise<Map<string, number>> {
@@ -103,6 +105,7 @@ export async function pollHandshakes (lab: Lab, nodes: string[], t0: number, tim
   const keys = new Map<string, string>() // public key -> node
   const deadline = t0 + timeoutMs
   const want = nodes.length * (nodes.length - 1)
+  const t0Unix = Date.now() - (performance.now() - t0)
   while (done.size < want && performance.now() < deadline) {
     const dumps = await mapBounded(nodes, 8, async n => await readHandshakes(lab, n))
     const now = performance.now() - t0
@@ -111,7 +114,9 @@ export async function pollHandshakes (lab: Lab, nodes: string[], t0: number, tim
       for (const p of d?.peers ?? []) {
         const to = keys.get(p.publicKey)
         const key = `${nodes[i] as string}>${to ?? ''}`
-        if (to !== undefined && p.latestHandshake > 0 && !done.has(key)) done.set(key, now)
+        if (to === undefined || p.latestHandshake === 0 || done.has(key)) continue
+        const at = p.latestHandshakeNsec === undefined ? now : p.latestHandshake * 1000 + p.latestHandshakeNsec / 1e6 - t0Unix
+        done.set(key, Math.min(now, at))
       }
     })
     if (done.size < want) await new Promise(res => setTimeout(res, intervalMs))

@@ -18,6 +18,8 @@ export interface WgPeerConfig {
 export interface WgPeerState extends WgPeerConfig {
   /** unix seconds of the latest handshake; 0 = never */
   latestHandshake: number
+  /** its nanoseconds, where the device tells them (wireguard-go's control socket) */
+  latestHandshakeNsec?: number
   rxBytes: number
   txBytes: number
 }

@@ -167,7 +167,7 @@ export function parseGetReply (text: string): UapiDevice {
         }
         break
       case 'last_handshake_time_sec': peer.latestHandshake = uint(v, Number.MAX_SAFE_INTEGER, k, n); break
-      case 'last_handshake_time_nsec': uint(v, 999_999_999, k, n); break
+      case 'last_handshake_time_nsec': peer.latestHandshakeNsec = uint(v, 999_999_999, k, n); break
       case 'rx_bytes': peer.rxBytes = uint(v, Number.MAX_SAFE_INTEGER, k, n); break
       case 'tx_bytes': peer.txBytes = uint(v, Number.MAX_SAFE_INTEGER, k, n); break
       case 'persistent_keepalive_interval': peer.persistentKeepalive = uint(v, 65535, k, n); break

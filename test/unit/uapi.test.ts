@@ -102,7 +102,7 @@ describe('uapi parser', () => {
       listenPort: 10042,
       fwmark: 0,
       peers: [
-        { publicKey: K2, endpoint: '[fd00::2]:10043', allowedIps: ['198.18.200.2/32', 'fd00:1::2/128'], persistentKeepalive: 25, latestHandshake: 1700000000, rxBytes: 200, txBytes: 100 },
+        { publicKey: K2, endpoint: '[fd00::2]:10043', allowedIps: ['198.18.200.2/32', 'fd00:1::2/128'], persistentKeepalive: 25, latestHandshake: 1700000000, latestHandshakeNsec: 12345, rxBytes: 200, txBytes: 100 },
         { publicKey: K1, endpoint: '198.18.201.1:10042', allowedIps: [], persistentKeepalive: 0, latestHandshake: 0, rxBytes: 0, txBytes: 0 }
       ]
     })
