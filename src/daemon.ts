@@ -461,7 +461,12 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     log,
     accept: async (envelope, author) => await membership.acceptEnvelope(envelope, author),
     digest: () => membership.digest(),
-    envelope: peerId => membership.envelope(peerId)
+    envelope: peerId => membership.envelope(peerId),
+    // it added us first: its handshake came too early, ours goes at once (see peerAddedUs)
+    onAuthorSynced: peer => {
+      const member = membership.get(peer)
+      if (member !== undefined) reconciler.peerAddedUs(member.record.wgPublicKey)
+    }
   })
   // The interface (with the peers restored from the dump) comes up before we announce and
   // dial: tunnels from the dump work before any network contact, and on a join the interface

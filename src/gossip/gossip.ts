@@ -30,6 +30,12 @@ export interface GossipOptions {
   log: Logger
   /** mean seconds between anti-entropy syncs with a random connected peer */
   antiEntropySeconds?: number
+  /**
+   * A sync that `peer` started with us ended with its own record accepted from it. It held our
+   * record before we held its (we send ours, or its digest had it, before it sends its own), so
+   * it has added us to WireGuard by now or will in a moment: we are the second to add.
+   */
+  onAuthorSynced?: (peer: string) => void
 }
 
 export interface GossipStats {
@@ -88,7 +94,16 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   await host.handle(SYNC_PROTOCOL, async (stream, connection) => {
     const peer = connection.remotePeer.toString()
     try {
-      await serveSync(stream, storeFor(peer), AbortSignal.timeout(SYNC_TIMEOUT_MS))
+      let authorSynced = false
+      await serveSync(stream, {
+        ...storeFor(peer),
+        accept: async envelope => {
+          const result = await judge(envelope, undefined, `sync:${peer}`)
+          if (result.accepted && result.record?.peerId === peer) authorSynced = true
+          return result
+        }
+      }, AbortSignal.timeout(SYNC_TIMEOUT_MS))
+      if (authorSynced) opts.onAuthorSynced?.(peer)
     } catch (err) {
       log.debug({ peer, err: String(err) }, 'sync (serving) failed')
       stream.abort(err as Error)

@@ -9,6 +9,8 @@ import type { DesiredPeer, EndpointSelector } from './endpoint-rotation.ts'
 const HANDSHAKE_STAGGER_MS = 200
 /** when the pass that switches keepalive on for new peers runs */
 const HANDSHAKE_GRACE_MS = 1000
+/** how long a peerAddedUs hint waits for the peer's add (WireGuard's own retry comes after 5 s) */
+const ADDED_US_MS = 5000
 
 export interface ReconcilerOptions {
   driver: WgDriver
@@ -43,6 +45,13 @@ export interface Reconciler {
    * every member's WireGuard roam to our new address at once (it follows authenticated packets).
    */
   pokeAll: () => Promise<void>
+  /**
+   * The peer with this WireGuard key has certainly added us already (it started a sync with us
+   * and had our record before we had its). Its handshake start, if it made one, came before we
+   * knew it: WireGuard dropped it and starts no other for 5 s. So we start ours at once when we
+   * add it (or now, if it is waiting out the stagger), whichever key is lower.
+   */
+  peerAddedUs: (publicKey: string) => void
   stop: () => void
 }
 
@@ -63,6 +72,10 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
   let rotateAt = Infinity
   /** peers added within HANDSHAKE_GRACE_MS: public key → end of their grace (keepalive off) */
   const inGrace = new Map<string, number>()
+  /** peerAddedUs hints for peers not added yet: public key → when the hint lapses */
+  const addedUs = new Map<string, number>()
+  /** peers in their stagger (we hold the higher key): public key → the address to poke */
+  const staggered = new Map<string, string>()
 
   const resync = setInterval(() => { appliedIface = undefined; schedule() }, resyncMs)
   resync.unref()
@@ -146,11 +159,6 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
     return result
   }
 
-  /**
-   * Make new peers handshake now instead of on first traffic. Exactly one side should start:
-   * the lower public key pokes at once; the higher waits a moment and pokes only if no
-   * handshake came (the other side may not have known us yet when it poked).
-   */
   function wakeAt (at: number): void {
     if (stopped || at >= rotateAt) return
     if (rotateTimer !== undefined) clearTimeout(rotateTimer)
@@ -159,28 +167,43 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
     rotateTimer.unref()
   }
 
-  /** `after`: a handshake at or after this unix second counts as done (0 = any handshake). */
+  /**
+   * Make new peers handshake now instead of on first traffic. Exactly one side should start
+   * (two crossed starts stall for WireGuard's 5 s retry): the lower public key pokes at once;
+   * the higher waits a moment and pokes only if no handshake came (the other side may not have
+   * known us yet when it poked), unless the peer is known to have added us (peerAddedUs).
+   * `after`: a handshake at or after this unix second counts as done (0 = any handshake).
+   */
   function startHandshakes (name: string, ownKey: string, peers: WgPeerConfig[], after: number): void {
-    const poke = (target: string): void => { void opts.driver.triggerHandshake(name, target).catch(() => {}) }
+    const now = Date.now()
+    for (const [k, until] of addedUs) if (until <= now) addedUs.delete(k)
     const waiting: Array<[publicKey: string, target: string]> = []
     for (const peer of peers) {
       const target = peer.allowedIps[0]?.split('/')[0]
       if (target === undefined) continue
-      if (ownKey < peer.publicKey) poke(target)
+      if (ownKey < peer.publicKey || addedUs.delete(peer.publicKey)) poke(name, target)
       else waiting.push([peer.publicKey, target])
     }
     if (waiting.length === 0) return
+    for (const [publicKey, target] of waiting) staggered.set(publicKey, target)
     // one read for all of them: a newcomer to a large mesh waits on hundreds of peers
     setTimeout(() => {
       if (stopped) return
       void opts.driver.read(name).then(device => {
         const latest = new Map(device?.peers.map(p => [p.publicKey, p.latestHandshake]))
         for (const [publicKey, target] of waiting) {
+          // gone: poked early by peerAddedUs, or a later pass staggers it again
+          if (staggered.get(publicKey) !== target) continue
+          staggered.delete(publicKey)
           const at = latest.get(publicKey) ?? 0
-          if (at === 0 || at < after) poke(target)
+          if (at === 0 || at < after) poke(name, target)
         }
       }, () => {})
     }, HANDSHAKE_STAGGER_MS).unref()
+  }
+
+  function poke (name: string, target: string): void {
+    void opts.driver.triggerHandshake(name, target).catch(() => {})
   }
 
   return {
@@ -190,6 +213,12 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
       const name = opts.iface().name
       const targets = opts.desired().map(p => p.allowedIps[0]?.split('/')[0]).filter((t): t is string => t !== undefined)
       await Promise.all(targets.map(async t => { await opts.driver.triggerHandshake(name, t).catch(() => {}) }))
+    },
+    peerAddedUs: publicKey => {
+      const target = staggered.get(publicKey)
+      if (target === undefined) { addedUs.set(publicKey, Date.now() + ADDED_US_MS); return }
+      staggered.delete(publicKey)
+      poke(opts.iface().name, target)
     },
     stop: () => {
       stopped = true

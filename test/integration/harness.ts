@@ -82,7 +82,7 @@ export interface MeshNode {
  * A node with a Membership and startGossip wired like the daemon. `real` builds its host
  * with src/p2p/host.ts createHost (it can be dialled, not dial loopback).
  */
-export async function startMeshNode (node: TestNode, psk: Psk, opts: { real: boolean, seq?: number, antiEntropySeconds?: number, dht?: boolean, record?: Partial<NodeRecord> }): Promise<MeshNode> {
+export async function startMeshNode (node: TestNode, psk: Psk, opts: { real: boolean, seq?: number, antiEntropySeconds?: number, dht?: boolean, record?: Partial<NodeRecord>, onAuthorSynced?: (peer: string) => void }): Promise<MeshNode> {
   const port = await freePort()
   const listen = [`/ip4/127.0.0.1/tcp/${port}`]
   const host = opts.real
@@ -97,7 +97,8 @@ export async function startMeshNode (node: TestNode, psk: Psk, opts: { real: boo
     accept: async (envelope, author) => await membership.acceptEnvelope(envelope, author),
     digest: () => membership.digest(),
     envelope: peerId => membership.envelope(peerId),
-    antiEntropySeconds: opts.antiEntropySeconds
+    antiEntropySeconds: opts.antiEntropySeconds,
+    onAuthorSynced: opts.onAuthorSynced
   })
   if (host.status !== 'started') await host.start()
   await gossip.publish(own.envelope)

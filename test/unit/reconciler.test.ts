@@ -120,6 +120,33 @@ describe('reconciler', () => {
     r.stop()
   })
 
+  it('pokes at once a peer known to have added us, before or during its stagger, whatever the key order', async () => {
+    const driver = createMemoryDriver()
+    let own = generateWgKeyPair()
+    while (own.publicKey[0]! < 'a') own = generateWgKeyPair()
+    const iface = { name: 'wt0', privateKey: own.privateKey, listenPort: 10042, mtu: 1420, addresses: ['fd00::1/64'] }
+    const lowerKey = (): string => { for (;;) { const k = key(); if (k < own.publicKey) return k } }
+    // three peers holding lower keys than ours: without a hint we would wait out the stagger
+    const early = peer({ publicKey: lowerKey(), allowedIps: ['10.223.0.5/32'] }) // hinted before the add
+    const during = peer({ publicKey: lowerKey(), allowedIps: ['10.223.0.6/32'] }) // hinted in the stagger
+    const plain = peer({ publicKey: lowerKey(), allowedIps: ['10.223.0.7/32'] }) // never hinted
+    const desired = [early]
+    const r = createReconciler({ driver, iface: () => iface, desired: () => desired, log: silent })
+    const poked = (): string[] => driver.calls.filter(c => c.op === 'triggerHandshake').map(c => (c as { address: string }).address)
+    r.peerAddedUs(early.publicKey)
+    await r.runNow()
+    expect(poked()).toEqual(['10.223.0.5'])
+    desired.push(during, plain)
+    await r.runNow()
+    expect(poked()).toEqual(['10.223.0.5']) // both wait out the stagger
+    r.peerAddedUs(during.publicKey)
+    expect(poked()).toEqual(['10.223.0.5', '10.223.0.6'])
+    await new Promise(resolve => setTimeout(resolve, 400))
+    // after the stagger only the one never hinted is poked; the hinted one not twice
+    expect(poked()).toEqual(['10.223.0.5', '10.223.0.6', '10.223.0.7'])
+    r.stop()
+  })
+
   it('checks the peers it waits for with one device read, however many (a newcomer to a large mesh)', async () => {
     const driver = createMemoryDriver()
     // a key of ours in the upper part of the order, so that 40 lower ones are quick to find
