@@ -7,6 +7,12 @@ import type { DesiredPeer, EndpointSelector } from './endpoint-rotation.ts'
 
 /** how long the higher key waits for the lower one's handshake before poking itself */
 const HANDSHAKE_STAGGER_MS = 200
+/**
+ * how long we wait instead for a peer known to have added us (peerAddedUs): its handshake
+ * start, if still on its way, lands first (two crossing starts stall for 5 s; one did in ten
+ * joins when we poked at once)
+ */
+const ADDED_US_STAGGER_MS = 40
 /** when the pass that switches keepalive on for new peers runs */
 const HANDSHAKE_GRACE_MS = 1000
 /** how long a peerAddedUs hint waits for the peer's add (WireGuard's own retry comes after 5 s) */
@@ -47,9 +53,10 @@ export interface Reconciler {
   pokeAll: () => Promise<void>
   /**
    * The peer with this WireGuard key has certainly added us already (it started a sync with us
-   * and had our record before we had its). Its handshake start, if it made one, came before we
-   * knew it: WireGuard dropped it and starts no other for 5 s. So we start ours at once when we
-   * add it (or now, if it is waiting out the stagger), whichever key is lower.
+   * and had our record before we had its). Its handshake start, if it made one, most likely
+   * came before we knew it: WireGuard dropped it and starts no other for 5 s. So we start ours
+   * soon after we add it (or now, if it is waiting out the stagger), whichever key is lower:
+   * after a short wait for a start of its still on the way.
    */
   peerAddedUs: (publicKey: string) => void
   stop: () => void
@@ -74,8 +81,8 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
   const inGrace = new Map<string, number>()
   /** peerAddedUs hints for peers not added yet: public key → when the hint lapses */
   const addedUs = new Map<string, number>()
-  /** peers in their stagger (we hold the higher key): public key → the address to poke */
-  const staggered = new Map<string, string>()
+  /** peers in their stagger: public key → its wait (a later pass or a hint replaces it) */
+  const staggered = new Map<string, { target: string }>()
 
   const resync = setInterval(() => { appliedIface = undefined; schedule() }, resyncMs)
   resync.unref()
@@ -178,28 +185,40 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
     const now = Date.now()
     for (const [k, until] of addedUs) if (until <= now) addedUs.delete(k)
     const waiting: Array<[publicKey: string, target: string]> = []
+    const hinted: Array<[publicKey: string, target: string]> = []
     for (const peer of peers) {
       const target = peer.allowedIps[0]?.split('/')[0]
       if (target === undefined) continue
-      if (ownKey < peer.publicKey || addedUs.delete(peer.publicKey)) poke(name, target)
+      if (addedUs.delete(peer.publicKey)) hinted.push([peer.publicKey, target])
+      else if (ownKey < peer.publicKey) poke(name, target)
       else waiting.push([peer.publicKey, target])
     }
-    if (waiting.length === 0) return
-    for (const [publicKey, target] of waiting) staggered.set(publicKey, target)
+    pokeUnlessHandshaken(name, hinted, ADDED_US_STAGGER_MS, after)
+    pokeUnlessHandshaken(name, waiting, HANDSHAKE_STAGGER_MS, after)
+  }
+
+  /** After `delayMs`, poke those of `peers` with no handshake (at or after `after`) yet. */
+  function pokeUnlessHandshaken (name: string, peers: Array<[publicKey: string, target: string]>, delayMs: number, after: number): void {
+    if (peers.length === 0) return
+    const waits = peers.map(([publicKey, target]) => {
+      const wait = { target }
+      staggered.set(publicKey, wait)
+      return [publicKey, wait] as const
+    })
     // one read for all of them: a newcomer to a large mesh waits on hundreds of peers
     setTimeout(() => {
       if (stopped) return
       void opts.driver.read(name).then(device => {
         const latest = new Map(device?.peers.map(p => [p.publicKey, p.latestHandshake]))
-        for (const [publicKey, target] of waiting) {
-          // gone: poked early by peerAddedUs, or a later pass staggers it again
-          if (staggered.get(publicKey) !== target) continue
+        for (const [publicKey, wait] of waits) {
+          // replaced: by a hint (a shorter wait), or by a later pass that waits again
+          if (staggered.get(publicKey) !== wait) continue
           staggered.delete(publicKey)
           const at = latest.get(publicKey) ?? 0
-          if (at === 0 || at < after) poke(name, target)
+          if (at === 0 || at < after) poke(name, wait.target)
         }
       }, () => {})
-    }, HANDSHAKE_STAGGER_MS).unref()
+    }, delayMs).unref()
   }
 
   function poke (name: string, target: string): void {
@@ -215,10 +234,10 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
       await Promise.all(targets.map(async t => { await opts.driver.triggerHandshake(name, t).catch(() => {}) }))
     },
     peerAddedUs: publicKey => {
-      const target = staggered.get(publicKey)
-      if (target === undefined) { addedUs.set(publicKey, Date.now() + ADDED_US_MS); return }
-      staggered.delete(publicKey)
-      poke(opts.iface().name, target)
+      const wait = staggered.get(publicKey)
+      if (wait === undefined) { addedUs.set(publicKey, Date.now() + ADDED_US_MS); return }
+      // in its 200 ms stagger: a short one instead (it replaces the entry the long one checks)
+      pokeUnlessHandshaken(opts.iface().name, [[publicKey, wait.target]], ADDED_US_STAGGER_MS, 0)
     },
     stop: () => {
       stopped = true
