@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import '../src/polyfill.ts'
+import { createRequire } from 'node:module'
 import { Command, Option } from 'commander'
 import { generatePsk } from '../src/config/psk.ts'
 import { loadDaemon } from './load-daemon.ts'
@@ -11,8 +12,12 @@ import type { StatusReport } from '../src/control/status.ts'
 // Errors are one line on stderr, prefixed "w2wesher:". Everything heavier than commander is
 // imported where it is used, so `genpsk`, `status` and `leave` start fast.
 
+// package.json sits one level up from cmd/ and from dist/ alike
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string }
+
 const program = new Command('w2wesher')
   .description('Self-organising, encrypted full-mesh WireGuard overlay')
+  .version(version, '-V, --version', 'print the version')
   .showHelpAfterError()
   .exitOverride(err => { process.exit(err.exitCode === 0 ? 0 : 2) })
 
