@@ -44,6 +44,17 @@ describe.skipIf(skip)('lab with a static wireguard-go mesh', () => {
     await lab?.destroy()
   })
 
+  /** Pull `node`'s cable for a second (half a second in), then wait until n1 reaches `target` again. */
+  async function cutForASecond (node: string, target: string, whileCut?: () => Promise<void>): Promise<void> {
+    await sleep(500)
+    await lab.setLink(node, false)
+    await whileCut?.()
+    await sleep(1000)
+    await lab.setLink(node, true)
+    await waitFor(() => lab.ping('n1', target, { timeoutMs: 300 }), { timeoutMs: 10_000, what: `n1 -> ${node} after link up` })
+    await sleep(500)
+  }
+
   it('gives each node its own namespace, underlay address and interface name', async () => {
     const nodes = names.map(n => lab.node(n))
     expect(new Set(nodes.map(n => n.ns)).size).toBe(3)
@@ -104,12 +115,7 @@ describe.skipIf(skip)('lab with a static wireguard-go mesh', () => {
     expect(calm.sent).toBeLessThanOrEqual(21)
     expect(calm.longestGapMs).toBeLessThan(200)
     const cut = lab.startPinger('n1', target, { tool: 'fping', realtime: true })
-    await sleep(500)
-    await lab.setLink('n3', false)
-    await sleep(1000)
-    await lab.setLink('n3', true)
-    await waitFor(() => lab.ping('n1', target, { timeoutMs: 300 }), { timeoutMs: 10_000, what: 'n1 -> n3 after link up' })
-    await sleep(500)
+    await cutForASecond('n3', target)
     const stats = await cut.stop()
     expect(stats.lost).toBeGreaterThanOrEqual(8)
     expect(stats.longestGapMs).toBeGreaterThanOrEqual(900)
@@ -119,14 +125,10 @@ describe.skipIf(skip)('lab with a static wireguard-go mesh', () => {
   it('cuts and restores a node with setLink, and the pinger sees the gap', async () => {
     const target = mesh[1]?.ipv6 ?? ''
     const pinger = lab.startPinger('n1', target)
-    await sleep(500)
-    await lab.setLink('n2', false)
-    expect(await lab.ping('n1', target, { timeoutMs: 500 })).toBe(false)
-    expect(await lab.ping('n3', lab.node('n2').underlay, { timeoutMs: 500 })).toBe(false)
-    await sleep(1000)
-    await lab.setLink('n2', true)
-    await waitFor(() => lab.ping('n1', target, { timeoutMs: 300 }), { timeoutMs: 10_000, what: 'n1 -> n2 after link up' })
-    await sleep(500)
+    await cutForASecond('n2', target, async () => {
+      expect(await lab.ping('n1', target, { timeoutMs: 500 })).toBe(false)
+      expect(await lab.ping('n3', lab.node('n2').underlay, { timeoutMs: 500 })).toBe(false)
+    })
     const stats = await pinger.stop()
     expect(stats.lost).toBeGreaterThanOrEqual(10)
     expect(stats.longestGapMs).toBeGreaterThanOrEqual(1000)

@@ -13,6 +13,7 @@ import { pino } from 'pino'
 import { createHost, dhtService, GOSSIPSUB_OPTIONS, streamMuxer, type Host } from '../../src/p2p/host.ts'
 import type { LivenessOptions } from '../../src/p2p/liveness.ts'
 import { startGossip, type Gossip } from '../../src/gossip/gossip.ts'
+import { initiateSync, SYNC_PROTOCOL } from '../../src/gossip/sync.ts'
 import { signRecord, type NodeRecord } from '../../src/gossip/record.ts'
 import { Membership } from '../../src/membership/table.ts'
 import { inRange } from '../../src/membership/ipam.ts'
@@ -213,4 +214,14 @@ export async function readPhase (lp: Lp, timeoutMs = 5000): Promise<Phase> {
       throw new Error(`unknown sync frame tag ${String(data[0])}`)
     }
   }
+}
+
+/** Offer `to` one record by a sync from `from`, as a member holding it would (seq 1). */
+export async function pushBySync (from: Host, to: Multiaddr, peerId: string, envelope: Uint8Array): Promise<void> {
+  const stream = await from.dialProtocol(to, SYNC_PROTOCOL)
+  await initiateSync(stream, {
+    digest: () => new Map([[peerId, 1]]),
+    envelope: id => id === peerId ? envelope : undefined,
+    accept: async () => {}
+  }, AbortSignal.timeout(5000))
 }

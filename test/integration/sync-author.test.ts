@@ -1,9 +1,8 @@
 import { describe, it, expect, afterEach } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { initiateSync, SYNC_PROTOCOL } from '../../src/gossip/sync.ts'
 import { signRecord } from '../../src/gossip/record.ts'
 import { makeNode } from '../unit/fixtures.ts'
-import { startMeshNode, testHost, testPsk, waitFor, type MeshNode } from './harness.ts'
+import { pushBySync, startMeshNode, testHost, testPsk, waitFor, type MeshNode } from './harness.ts'
 
 // A sync its author starts with us, ending with its own record accepted from it, means the
 // author held our record first: it has added us to WireGuard, and the daemon starts the
@@ -23,12 +22,7 @@ describe('a served sync that brings its initiator\'s own record', () => {
     // the initiator is X itself, or a bare host relaying X's record
     const pusher = await testHost(pusherIsAuthor ? x.key : await generateKeyPair('Ed25519'), psk, ['/ip4/127.0.0.1/tcp/0'])
     cleanup.push(async () => { await pusher.stop() })
-    const stream = await pusher.dialProtocol(b.addr, SYNC_PROTOCOL)
-    await initiateSync(stream, {
-      digest: () => new Map([[x.peerId, 1]]),
-      envelope: id => id === x.peerId ? envelope : undefined,
-      accept: async () => {}
-    }, AbortSignal.timeout(5000))
+    await pushBySync(pusher, b.addr, x.peerId, envelope)
     await waitFor('B to learn X', () => b.membership.get(x.peerId) !== undefined)
     await new Promise(resolve => setTimeout(resolve, 100)) // the serving side finishes after the initiator
     return { told, learnt: b.membership.get(x.peerId) !== undefined, author: x.peerId }

@@ -1,9 +1,8 @@
 import { describe, it, expect, afterEach } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { initiateSync, SYNC_PROTOCOL } from '../../src/gossip/sync.ts'
 import { signRecord } from '../../src/gossip/record.ts'
 import { makeNode } from '../unit/fixtures.ts'
-import { startMeshNode, testHost, testPsk, waitFor, type MeshNode } from './harness.ts'
+import { pushBySync, startMeshNode, testHost, testPsk, waitFor, type MeshNode } from './harness.ts'
 
 // Gossip carries a record only from its author on. A member that joined through B (its
 // record reached B by sync) must still reach B's other peers soon, not at the next
@@ -30,12 +29,7 @@ describe('a member learnt by sync', () => {
     const x = await makeNode('x')
     const envelope = (await signRecord(x.record({ seq: 1 }), x.key)).envelope
     const pusher = await testHost(await generateKeyPair('Ed25519'), psk, ['/ip4/127.0.0.1/tcp/0'])
-    const stream = await pusher.dialProtocol(b.addr, SYNC_PROTOCOL)
-    await initiateSync(stream, {
-      digest: () => new Map([[x.peerId, 1]]),
-      envelope: id => id === x.peerId ? envelope : undefined,
-      accept: async () => {}
-    }, AbortSignal.timeout(5000))
+    await pushBySync(pusher, b.addr, x.peerId, envelope)
     await waitFor('B to learn X', () => b.membership.get(x.peerId) !== undefined)
     await pusher.stop()
 
