@@ -81,8 +81,8 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
   const inGrace = new Map<string, number>()
   /** peerAddedUs hints for peers not added yet: public key → when the hint lapses */
   const addedUs = new Map<string, number>()
-  /** peers in their stagger: public key → its wait (a later pass or a hint replaces it) */
-  const staggered = new Map<string, { target: string }>()
+  /** peers in their stagger: public key → its waits (one per pass; a hint takes them over) */
+  const staggered = new Map<string, Set<{ target: string, takenOver: boolean }>>()
 
   const resync = setInterval(() => { appliedIface = undefined; schedule() }, resyncMs)
   resync.unref()
@@ -201,8 +201,9 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
   function pokeUnlessHandshaken (name: string, peers: Array<[publicKey: string, target: string]>, delayMs: number, after: number): void {
     if (peers.length === 0) return
     const waits = peers.map(([publicKey, target]) => {
-      const wait = { target }
-      staggered.set(publicKey, wait)
+      const wait = { target, takenOver: false }
+      const forKey = staggered.get(publicKey) ?? new Set()
+      staggered.set(publicKey, forKey.add(wait))
       return [publicKey, wait] as const
     })
     // one read for all of them: a newcomer to a large mesh waits on hundreds of peers
@@ -211,9 +212,10 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
       void opts.driver.read(name).then(device => {
         const latest = new Map(device?.peers.map(p => [p.publicKey, p.latestHandshake]))
         for (const [publicKey, wait] of waits) {
-          // replaced: by a hint (a shorter wait), or by a later pass that waits again
-          if (staggered.get(publicKey) !== wait) continue
-          staggered.delete(publicKey)
+          const forKey = staggered.get(publicKey)
+          forKey?.delete(wait)
+          if (forKey?.size === 0) staggered.delete(publicKey)
+          if (wait.takenOver) continue // a hint poked it after a shorter wait
           const at = latest.get(publicKey) ?? 0
           if (at === 0 || at < after) poke(name, wait.target)
         }
@@ -234,10 +236,12 @@ export function createReconciler (opts: ReconcilerOptions): Reconciler {
       await Promise.all(targets.map(async t => { await opts.driver.triggerHandshake(name, t).catch(() => {}) }))
     },
     peerAddedUs: publicKey => {
-      const wait = staggered.get(publicKey)
-      if (wait === undefined) { addedUs.set(publicKey, Date.now() + ADDED_US_MS); return }
-      // in its 200 ms stagger: a short one instead (it replaces the entry the long one checks)
-      pokeUnlessHandshaken(opts.iface().name, [[publicKey, wait.target]], ADDED_US_STAGGER_MS, 0)
+      const waits = [...staggered.get(publicKey) ?? []]
+      const target = waits[0]?.target
+      if (target === undefined) { addedUs.set(publicKey, Date.now() + ADDED_US_MS); return }
+      // in its 200 ms stagger: a short wait instead
+      for (const wait of waits) wait.takenOver = true
+      pokeUnlessHandshaken(opts.iface().name, [[publicKey, target]], ADDED_US_STAGGER_MS, 0)
     },
     stop: () => {
       stopped = true
