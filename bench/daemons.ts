@@ -123,13 +123,13 @@ export async function measureRestart (lab: Lab, addrs: Map<string, string>, pskF
   const addr = addrs.get(target)
   if (addr === undefined) throw new Error('restart: no overlay address for node2')
   if (spawnSync('sh', ['-c', 'command -v fping && command -v chrt']).status !== 0) throw new Error('restart: fping or chrt is missing (apt-get install fping; bash scripts/install-deps.sh installs it)')
+  const gaps = ({ sent, lost, longestGapMs }: GapFigures): GapFigures => ({ sent, lost, longestGapMs })
   // two pingers side by side: iputils ping as in every round before, and the exact 10 Hz one
   const startPingers = (): { stop: () => Promise<[GapFigures, GapFigures]> } => {
     const plain = lab.startPinger('node1', addr)
     const exact = lab.startPinger('node1', addr, { tool: 'fping', realtime: true })
     return { stop: async () => await Promise.all([plain.stop(), exact.stop()]).then(([p, e]) => [gaps(p), gaps(e)]) }
   }
-  const gaps = ({ sent, lost, longestGapMs }: GapFigures): GapFigures => ({ sent, lost, longestGapMs })
   const said = (g: GapFigures): string => `sent ${g.sent}, lost ${g.lost}, longest gap ${g.longestGapMs} ms`
   const controlPingers = startPingers()
   await sleep(5000)

@@ -85,24 +85,22 @@ export async function startGossip (opts: GossipOptions): Promise<Gossip> {
   if (host.status === 'started') subscribe()
   else host.addEventListener('start', subscribe, { once: true })
 
-  const storeFor = (peer: string): SyncStore => ({
+  const storeFor = (peer: string, judged?: (result: AcceptResult) => void): SyncStore => ({
     digest: opts.digest,
     envelope: opts.envelope,
-    accept: async envelope => await judge(envelope, undefined, `sync:${peer}`)
+    accept: async envelope => {
+      const result = await judge(envelope, undefined, `sync:${peer}`)
+      judged?.(result)
+      return result
+    }
   })
 
   await host.handle(SYNC_PROTOCOL, async (stream, connection) => {
     const peer = connection.remotePeer.toString()
     try {
       let authorSynced = false
-      await serveSync(stream, {
-        ...storeFor(peer),
-        accept: async envelope => {
-          const result = await judge(envelope, undefined, `sync:${peer}`)
-          if (result.accepted && result.record?.peerId === peer) authorSynced = true
-          return result
-        }
-      }, AbortSignal.timeout(SYNC_TIMEOUT_MS))
+      const store = storeFor(peer, result => { authorSynced ||= result.accepted && result.record?.peerId === peer })
+      await serveSync(stream, store, AbortSignal.timeout(SYNC_TIMEOUT_MS))
       if (authorSynced) opts.onAuthorSynced?.(peer)
     } catch (err) {
       log.debug({ peer, err: String(err) }, 'sync (serving) failed')

@@ -193,7 +193,7 @@ export interface PingerOptions {
    */
   tool?: 'ping' | 'fping'
   /**
-   * Run ping at real-time priority (SCHED_FIFO, chrt), so its own wake-ups on a busy machine
+   * Run the pinger at real-time priority (SCHED_FIFO, chrt), so its own wake-ups on a busy machine
    * do not show as gaps: what remains is the delay of the replies themselves (benchmarks).
    */
   realtime?: boolean
