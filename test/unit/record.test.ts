@@ -1,4 +1,5 @@
 import { describe, it, expect, beforeAll } from 'vitest'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { openRecord, signRecord, MAX_ENVELOPE_BYTES } from '../../src/gossip/record.ts'
 import { addressFor } from '../../src/membership/ipam.ts'
 import { makeNode, membershipFor, ranges, type TestNode } from './fixtures.ts'
@@ -24,6 +25,23 @@ describe('record envelopes', () => {
   it('rejects a record signed by somebody else than its peerId', async () => {
     const forged = await signRecord(alice.record(), bob.key)
     await expect(openRecord(forged.envelope)).rejects.toMatchObject({ reason: 'bad-signature' })
+  })
+
+  it('checks every record of an author whose key it already holds, and its spelling too', async () => {
+    // carol's key gets cached by her first valid record
+    const carol = await makeNode('carol')
+    await openRecord((await carol.sign()).envelope)
+    const forged = await signRecord(carol.record(), bob.key)
+    await expect(openRecord(forged.envelope)).rejects.toMatchObject({ reason: 'bad-signature' })
+    const valid = await carol.sign()
+    const cut = Uint8Array.from(valid.envelope)
+    cut[cut.length - 1] = cut[cut.length - 1]! ^ 1
+    await expect(openRecord(cut)).rejects.toMatchObject({ reason: 'bad-signature' })
+    // the same key under a CID spelling of her peer id: another member entry, so refused
+    const cid = peerIdFromString(carol.peerId).toCID().toString()
+    const alias = await signRecord(carol.record({ peerId: cid }), carol.key)
+    await expect(openRecord(alias.envelope)).rejects.toMatchObject({ reason: 'malformed' })
+    expect((await openRecord(valid.envelope)).record.peerId).toBe(carol.peerId)
   })
 
   it('rejects oversize, truncated and non-JSON envelopes', async () => {
