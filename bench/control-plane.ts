@@ -7,7 +7,8 @@
 // node 1. Full membership = every node lists N-1 members (each worker stamps the moment per
 // node). Then, after SETTLE s, an idle window of IDLE s: bytes written to TCP sockets by all
 // daemons (libp2p payload, without TCP/IP headers) and the workers' CPU time, per node.
-// `tsx bench/control-plane.ts [N ...]` (default 50 100 250) writes bench/results/control-plane.json.
+// `tsx bench/control-plane.ts [N ...]` (default 50 100 250) writes bench/results/control-plane.json;
+// BENCH_REPEATS=R runs sizes up to 100 R times (the later runs until full membership only).
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
@@ -52,6 +53,8 @@ export interface ControlPlaneResult {
   /** at the end: the age of the oldest member record a node holds, median and max over nodes (refreshes travel by anti-entropy) */
   oldestRecordS: { median: number, max: number } | null
   loadavg: number[]
+  /** each run's time to full membership and its CPU, this one first (BENCH_REPEATS; the others skip the idle window) */
+  runs?: Array<{ fullMembershipMs: number | null, convergeCpuS: number | null }>
   error?: string
 }
 
@@ -127,7 +130,8 @@ function summarise (detail: NodeDetail[]): string {
 const sleep = async (ms: number): Promise<void> => await new Promise(res => setTimeout(res, ms))
 
 // 420 s: N=250's target is to get there at all; in round 8 it took 217 s in one run and more than 300 s in another
-export async function measureControlPlane (n: number, timeoutMs = Number(process.env.BENCH_CP_TIMEOUT ?? 420) * 1000): Promise<ControlPlaneResult> {
+export async function measureControlPlane (n: number, timeoutMs = Number(process.env.BENCH_CP_TIMEOUT ?? 420) * 1000, window: { settleS: number, idleS: number } = { settleS: SETTLE_S, idleS: IDLE_S }): Promise<ControlPlaneResult> {
+  const { settleS, idleS } = window
   // worker 0 holds the seeds alone (a bootstrap node has a machine of its own; sharing a
   // process with 31 starting daemons, node 1 accepted no connection in 150 s at N=250)
   const count = Math.max(2, Math.ceil(n / PER_WORKER))
@@ -137,7 +141,7 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
   const { ns } = await lab.addNode('cp', { multicast: true })
   const workers = Array.from({ length: count + 1 }, () => new Worker(ns))
   const res: ControlPlaneResult = {
-    nodes: n, workers: count + 1, fullMembershipMs: null, nodesFull: 0, convergeCpuS: null, idleSeconds: IDLE_S,
+    nodes: n, workers: count + 1, fullMembershipMs: null, nodesFull: 0, convergeCpuS: null, idleSeconds: idleS,
     idleBytesPerSecPerNode: null, idleCpuSPerMinPerNode: null, idleCoresUsed: null, rssMiBPerWorker: [], connectionsPerNode: null, oldestRecordS: null, loadavg: []
   }
   try {
@@ -183,8 +187,8 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
     }
     res.fullMembershipMs = Math.max(...totals.fullAt as number[]) - t0
     res.convergeCpuS = round((totals.cpuUs - before.cpuUs) / 1e6, 2)
-    console.log(`[control-plane] N=${n}: full membership everywhere after ${res.fullMembershipMs} ms (CPU ${res.convergeCpuS} s); idle window ${IDLE_S} s after ${SETTLE_S} s`)
-    await sleep(SETTLE_S * 1000)
+    console.log(`[control-plane] N=${n}: full membership everywhere after ${res.fullMembershipMs} ms (CPU ${res.convergeCpuS} s); idle window ${idleS} s after ${settleS} s`)
+    await sleep(settleS * 1000)
     const profile = async (start: boolean): Promise<void> => {
       if (PROF_IDLE === undefined) return
       mkdirSync(PROF_IDLE, { recursive: true })
@@ -196,13 +200,13 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
     }
     await profile(true)
     const a = await pollAll(workers)
-    await sleep(IDLE_S * 1000)
+    await sleep(idleS * 1000)
     const b = await pollAll(workers)
     await profile(false)
-    res.idleBytesPerSecPerNode = Math.round((b.bytes - a.bytes) / IDLE_S / n)
+    res.idleBytesPerSecPerNode = Math.round((b.bytes - a.bytes) / idleS / n)
     const cpuS = (b.cpuUs - a.cpuUs) / 1e6
-    res.idleCpuSPerMinPerNode = round(cpuS / (IDLE_S / 60) / n, 3)
-    res.idleCoresUsed = round(cpuS / IDLE_S, 2)
+    res.idleCpuSPerMinPerNode = round(cpuS / (idleS / 60) / n, 3)
+    res.idleCoresUsed = round(cpuS / idleS, 2)
     res.rssMiBPerWorker = b.rss.map(r => Math.round(r / 2 ** 20))
     res.connectionsPerNode = round(b.connections / n, 1)
     const ages = [...b.oldestRecordMs].sort((x, y) => x - y)
@@ -228,11 +232,26 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
 
 const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits
 
-export async function runControlPlane (ns: number[]): Promise<ControlPlaneResult[]> {
+/** sizes repeated by runControlPlane (N=250 takes two minutes a run) */
+const REPEAT_UP_TO = 100
+
+/**
+ * Each size once with its idle window; sizes up to REPEAT_UP_TO nodes `repeats` times in all,
+ * the later runs until full membership only: one code's runs spread widely (N=100: 7.8–13.3 s
+ * in round 13), so the figure is their median.
+ */
+export async function runControlPlane (ns: number[], repeats = 1): Promise<ControlPlaneResult[]> {
   const out: ControlPlaneResult[] = []
   for (const n of ns) {
     const r = await measureControlPlane(n)
     console.log(`[control-plane] N=${n}: ${JSON.stringify(r)}`)
+    if (repeats > 1 && n <= REPEAT_UP_TO) {
+      r.runs = [{ fullMembershipMs: r.fullMembershipMs, convergeCpuS: r.convergeCpuS }]
+      for (let i = 1; i < repeats; i++) {
+        const again = await measureControlPlane(n, undefined, { settleS: 0, idleS: 1 })
+        r.runs.push({ fullMembershipMs: again.fullMembershipMs, convergeCpuS: again.convergeCpuS })
+      }
+    }
     out.push(r)
   }
   return out
@@ -240,7 +259,7 @@ export async function runControlPlane (ns: number[]): Promise<ControlPlaneResult
 
 async function main (): Promise<void> {
   const ns = process.argv.slice(2).map(Number)
-  const results = await runControlPlane(ns.length > 0 ? ns : [50, 100, 250])
+  const results = await runControlPlane(ns.length > 0 ? ns : [50, 100, 250], Number(process.env.BENCH_REPEATS ?? 1))
   const dir = resolve(import.meta.dirname, 'results')
   mkdirSync(dir, { recursive: true })
   writeFileSync(join(dir, 'control-plane.json'), `${JSON.stringify({ date: new Date().toISOString(), settleSeconds: SETTLE_S, results }, null, 2)}\n`)

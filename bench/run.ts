@@ -11,11 +11,14 @@
 // BENCH_CP_IDLE / BENCH_CP_SETTLE / BENCH_CP_TIMEOUT (s, default 420), BENCH_IPAM_NODES (default 10000),
 // BENCH_NODE_OPTIONS (Node/V8 flags for the conv10/conv25/idle/restart daemons, e.g. --max-semi-space-size=1),
 // BENCH_DAEMON_WRAP (a command those daemons run under, e.g. "nice -n 10"),
-// BENCH_MESH_TIMEOUT (s, default 90: how long a convergence may take).
+// BENCH_MESH_TIMEOUT (s, default 90: how long a convergence may take), BENCH_REPEATS (default 3:
+// simultaneous starts per convergence size, and runs of the control plane up to N=100; the
+// figure is their median, as single runs of one code spread widely).
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { formatTable, labPrerequisites, sweepStaleLabs } from '../test/e2e/lab.ts'
 import { benchJoin, measureConvergence, type ConvergenceResult, type Results as JoinResults } from './join.ts'
 import { measureStaticMesh, RESULTS_DIR, type StaticMeshResult } from './static-mesh.ts'
@@ -31,11 +34,17 @@ type Part = typeof PARTS[number]
 
 interface Stamp { date: string, loadavg: number[] }
 type Stamped<T> = T & Stamp
+/** one simultaneous start: its figure and CPU */
+type ConvergenceRun = Pick<ConvergenceResult, 'allHandshakesMs' | 'cpuSeconds'>
+/** a convergence size: the first start's full result, and every start's figure (the first included) */
+type Convergence = ConvergenceResult & { runs?: ConvergenceRun[] }
+
+const REPEATS = Math.max(1, Number(process.env.BENCH_REPEATS ?? 3))
 
 export interface Summary {
   machine: { cpus: number, node: string }
   join?: Stamped<Pick<JoinResults, 'nodes' | 'join'>>
-  convergence: Record<string, Stamped<ConvergenceResult>>
+  convergence: Record<string, Stamped<Convergence>>
   idle?: Stamped<IdleResult>
   restart?: Stamped<RestartResult>
   staticMesh: Record<string, Stamped<StaticMeshResult>>
@@ -92,13 +101,13 @@ export async function runSuite (parts: Set<Part>): Promise<Summary> {
       }
       if (parts.has('restart')) s.restart = { ...await measureRestart(lab, addrs, pskFile, Number(process.env.BENCH_RESTARTS ?? 3)), ...stamp() }
     })
-    if (parts.has('conv10')) s.convergence['10'] = { ...c, ...stamp() }
     s.errors.push(...c.errors)
+    if (parts.has('conv10')) s.convergence['10'] = { ...await withRepeats(10, c, s.errors), ...stamp() }
   }
   if (parts.has('conv25')) {
     const c = await measureConvergence(25)
-    s.convergence['25'] = { ...c, ...stamp() }
     s.errors.push(...c.errors)
+    s.convergence['25'] = { ...await withRepeats(25, c, s.errors), ...stamp() }
   }
   if (parts.has('static')) {
     for (const n of [10, 25]) {
@@ -113,7 +122,7 @@ export async function runSuite (parts: Set<Part>): Promise<Summary> {
   }
   if (parts.has('cp')) {
     const ns = (process.env.BENCH_CP ?? '50,100,250').split(',').map(Number)
-    s.controlPlane = { results: await runControlPlane(ns), ...stamp() }
+    s.controlPlane = { results: await runControlPlane(ns, REPEATS), ...stamp() }
   }
   if (parts.has('ipam')) {
     progress('IP allocation simulation')
@@ -122,8 +131,38 @@ export async function runSuite (parts: Set<Part>): Promise<Summary> {
   return s
 }
 
+/** `first` and REPEATS - 1 more simultaneous starts of n daemons */
+async function withRepeats (n: number, first: ConvergenceResult, errors: string[]): Promise<Convergence> {
+  if (REPEATS === 1) return first
+  const runs: ConvergenceRun[] = [first]
+  for (let i = 1; i < REPEATS; i++) {
+    const again = await measureConvergence(n)
+    errors.push(...again.errors)
+    runs.push(again)
+  }
+  return { ...first, runs: runs.map(r => ({ allHandshakesMs: r.allHandshakesMs, cpuSeconds: r.cpuSeconds })) }
+}
+
 // ---------------------------------------------------------------------------------------
 // Report
+
+interface Spread { median: number, min: number, max: number, n: number, failed: number }
+/** median and range of the runs that finished (and how many did not); undefined for one run */
+export function spreadOf (values: Array<number | null> | undefined): Spread | undefined {
+  if (values === undefined || values.length < 2) return undefined
+  const v = values.filter((x): x is number => x !== null).sort((a, b) => a - b)
+  if (v.length === 0) return undefined
+  const mid = Math.floor(v.length / 2)
+  const median = v.length % 2 === 1 ? v[mid] as number : Math.round(((v[mid - 1] as number) + (v[mid] as number)) / 2)
+  return { median, min: v[0] as number, max: v[v.length - 1] as number, n: values.length, failed: values.length - v.length }
+}
+const spreadText = (sp: Spread): string => `${sp.median} ms (${sp.min}–${sp.max}${sp.failed > 0 ? `; ${sp.failed} of ${sp.n} never got there` : ''})`
+const medianOf = (values: number[]): number => spreadOf(values)?.median ?? values[0] ?? 0
+/** a convergence size's figure: the median of its starts (or its one start) */
+export const convergenceMs = (c: Convergence): number | null => spreadOf(c.runs?.map(r => r.allHandshakesMs))?.median ?? c.allHandshakesMs
+/** a control-plane size's figure: the median of its runs (or its one run) */
+export const fullMembershipMs = (r: ControlPlaneResult): number | null => spreadOf(r.runs?.map(x => x.fullMembershipMs))?.median ?? r.fullMembershipMs
+const r2 = (x: number): number => Math.round(x * 100) / 100
 
 interface Row { figure: string, ours: string, floor: string, ratio: string, target: string, load: string }
 
@@ -148,10 +187,13 @@ export function rows (s: Summary): Row[] {
   for (const [n, target, st] of [['10', '≤ 1.0 s', st10], ['25', '≤ 2.0 s', st25]] as const) {
     const c = s.convergence[n]
     if (c === undefined) continue
-    const cpu = c.cpuSeconds === null ? '' : `; CPU used: daemons ${c.cpuSeconds.daemons} s, wireguard-go ${c.cpuSeconds.wireguardGo} s`
+    const spread = spreadOf(c.runs?.map(r => r.allHandshakesMs))
+    const cpus = (c.runs ?? [c]).flatMap(r => r.cpuSeconds === null ? [] : [r.cpuSeconds])
+    const cpu = cpus.length === 0 ? '' : `; CPU used${cpus.length > 1 ? ' (medians)' : ''}: daemons ${r2(medianOf(cpus.map(x => x.daemons)))} s, wireguard-go ${r2(medianOf(cpus.map(x => x.wireguardGo)))} s`
     out.push({
-      figure: `all-pairs convergence, N=${n} (every pair handshaken${c.pairsAnswered === c.pairs ? ', all pairs then ping' : `; only ${c.pairsAnswered}/${c.pairs} pairs ping`})`,
-      ours: `${ms(c.allHandshakesMs)}${cpu}`, floor: ms(st?.allHandshakesMs), ratio: ratio(c.allHandshakesMs, st?.allHandshakesMs), target, load: load(c)
+      figure: `all-pairs convergence, N=${n} (every pair handshaken${c.pairsAnswered === c.pairs ? ', all pairs then ping' : `; only ${c.pairsAnswered}/${c.pairs} pairs ping`}${spread === undefined ? '' : `; median of ${spread.n} starts, min–max`})`,
+      ours: `${spread === undefined ? ms(c.allHandshakesMs) : spreadText(spread)}${cpu}`,
+      floor: ms(st?.allHandshakesMs), ratio: ratio(convergenceMs(c), st?.allHandshakesMs), target, load: load(c)
     })
   }
   if (s.restart !== undefined) {
@@ -178,9 +220,11 @@ export function rows (s: Summary): Row[] {
   }
   for (const r of s.controlPlane?.results ?? []) {
     const target = r.nodes === 100 ? '≤ 5 s; ≤ 1 KiB/s' : r.nodes === 250 ? 'runs' : ''
+    const spread = spreadOf(r.runs?.map(x => x.fullMembershipMs))
+    const full = spread === undefined ? ms(r.fullMembershipMs) : spreadText(spread)
     out.push({
-      figure: `control plane (memory twin), N=${r.nodes}: full membership; idle B/s, CPU-s/min per node`,
-      ours: r.error !== undefined && r.fullMembershipMs === null ? `FAILED: ${r.error}` : `${ms(r.fullMembershipMs)}; ${r.idleBytesPerSecPerNode ?? '-'} B/s; ${r.idleCpuSPerMinPerNode ?? '-'}`,
+      figure: `control plane (memory twin), N=${r.nodes}: full membership${spread === undefined ? '' : ` (median of ${spread.n} runs, min–max)`}; idle B/s, CPU-s/min per node`,
+      ours: r.error !== undefined && r.fullMembershipMs === null ? `FAILED: ${r.error}` : `${full}; ${r.idleBytesPerSecPerNode ?? '-'} B/s; ${r.idleCpuSPerMinPerNode ?? '-'}`,
       floor: '', ratio: '', target, load: r.loadavg[0]?.toFixed(1) ?? '-'
     })
   }
@@ -207,9 +251,9 @@ export function convergenceChart (s: Summary): string {
     xLabel: 'nodes (N)',
     yLabel: 'seconds',
     series: [
-      { name: 'w2wesher: all handshaken', color: '#d62728', points: pts(Object.entries(s.convergence).map(([n, c]) => [Number(n), sec(c.allHandshakesMs)])) },
+      { name: 'w2wesher: all handshaken', color: '#d62728', points: pts(Object.entries(s.convergence).map(([n, c]) => [Number(n), sec(convergenceMs(c))])) },
       { name: 'static wireguard-go', color: '#2ca02c', dashed: true, points: pts(Object.entries(s.staticMesh).map(([n, c]) => [Number(n), sec(c.allHandshakesMs)])) },
-      { name: 'control plane (twin)', color: '#1f77b4', points: pts((s.controlPlane?.results ?? []).map(r => [r.nodes, sec(r.fullMembershipMs)])) }
+      { name: 'control plane (twin)', color: '#1f77b4', points: pts((s.controlPlane?.results ?? []).map(r => [r.nodes, sec(fullMembershipMs(r))])) }
     ]
   })
 }
@@ -249,4 +293,4 @@ async function main (): Promise<number> {
   return s.errors.length === 0 ? 0 : 1
 }
 
-process.exitCode = await main()
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) process.exitCode = await main()

@@ -1,0 +1,49 @@
+import { describe, it, expect } from 'vitest'
+import { convergenceMs, rows, spreadOf, type Summary } from '../../bench/run.ts'
+import type { ControlPlaneResult } from '../../bench/control-plane.ts'
+
+const stamp = { date: '2026-12-07T00:00:00.000Z', loadavg: [0.5, 0.5, 0.5] }
+const convergence = (runs: Array<number | null>): Summary['convergence'][string] => ({
+  nodes: 10, timed: '', allHandshakesMs: runs[0] ?? null, allPairsMs: null, pairsAnswered: 90, pairs: 90, lastPair: null, allPeersMs: null,
+  cpuSeconds: { daemons: 2, wireguardGo: 0.3 }, errors: [], ...stamp,
+  runs: runs.map((ms, i) => ({ allHandshakesMs: ms, cpuSeconds: { daemons: 2 + i, wireguardGo: 0.3 } }))
+})
+const controlPlane = (runs: Array<number | null>): ControlPlaneResult => ({
+  nodes: 100, workers: 5, fullMembershipMs: runs[0] ?? null, nodesFull: 100, convergeCpuS: 20, idleSeconds: 60, idleBytesPerSecPerNode: 160,
+  idleCpuSPerMinPerNode: 0.07, idleCoresUsed: 0.1, rssMiBPerWorker: [], connectionsPerNode: 8, oldestRecordS: null, loadavg: [0.4],
+  runs: runs.map(ms => ({ fullMembershipMs: ms, convergeCpuS: 20 }))
+})
+
+describe('benchmark report', () => {
+  it('takes the median and range of repeated runs, and counts the ones that never finished', () => {
+    expect(spreadOf([3000, 1000, 2000])).toEqual({ median: 2000, min: 1000, max: 3000, n: 3, failed: 0 })
+    expect(spreadOf([4000, 1000, 2000, 3000])?.median).toBe(2500)
+    expect(spreadOf([null, 1500, 900])).toEqual({ median: 1200, min: 900, max: 1500, n: 3, failed: 1 })
+    expect(spreadOf([1000])).toBeUndefined()
+    expect(spreadOf(undefined)).toBeUndefined()
+  })
+
+  it('reports a convergence size and the control plane by the median of their runs', () => {
+    const s: Summary = {
+      machine: { cpus: 2, node: 'v20' },
+      convergence: { 10: convergence([2900, 1700, 1900]) },
+      staticMesh: { 10: { allHandshakesMs: 350 } as Summary['staticMesh'][string] },
+      controlPlane: { results: [controlPlane([12000, 8000, null])], ...stamp },
+      errors: []
+    }
+    expect(convergenceMs(s.convergence['10']!)).toBe(1900)
+    const [conv, cp] = rows(s)
+    expect(conv?.figure).toContain('median of 3 starts')
+    expect(conv?.ours).toMatch(/^1900 ms \(1700–2900\); CPU used \(medians\): daemons 3 s/)
+    expect(conv?.ratio).toBe('5.4×')
+    expect(cp?.ours).toMatch(/^10000 ms \(8000–12000; 1 of 3 never got there\); 160 B\/s/)
+  })
+
+  it('keeps the one-run form for results without repeats', () => {
+    const c = convergence([2500])
+    delete c.runs
+    const [conv] = rows({ machine: { cpus: 2, node: 'v20' }, convergence: { 25: c }, staticMesh: {}, errors: [] })
+    expect(conv?.ours).toMatch(/^2500 ms; CPU used: daemons 2 s/)
+    expect(conv?.figure).not.toContain('median')
+  })
+})
