@@ -117,9 +117,11 @@ export async function openRecord (envelope: Uint8Array): Promise<SignedRecord> {
     const issue = parsed.error.issues[0]
     throw new RecordError('malformed', `record field ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`)
   }
-  let key: KeyObject
+  const author = parsed.data.peerId
+  let key = authorKeys.get(author)
+  const held = key !== undefined
   try {
-    key = authorKey(parsed.data.peerId)
+    key ??= authorKey(author)
   } catch {
     throw new RecordError('malformed', 'record peerId is not a canonical Ed25519 peer id')
   }
@@ -129,35 +131,36 @@ export async function openRecord (envelope: Uint8Array): Promise<SignedRecord> {
   } catch {
     // OpenSSL refuses some malformed signatures outright: as wrong as a mismatch
   }
-  if (!valid) throw new RecordError('bad-signature', `signature does not match peer ${parsed.data.peerId}`)
+  if (!valid) throw new RecordError('bad-signature', `signature does not match peer ${author}`)
+  if (!held) rememberAuthor(author, key)
   return { record: parsed.data, envelope: Uint8Array.from(envelope) }
 }
 
 const MAX_AUTHOR_KEYS = 4096
-/** peer id (canonical) → its public key, ready for OpenSSL */
+/**
+ * Canonical peer id → public key, ready for OpenSSL, of authors whose records were genuine.
+ * Every member's record arrives again and again (each new version, from each peer); without
+ * V8's optimising compiler (the daemon runs without it, see cmd/load-daemon.ts) decoding the
+ * base58 peer id, spelling it back for the canonical check and importing the key cost ~100 µs
+ * a record, about as much as the signature check itself.
+ */
 const authorKeys = new Map<string, KeyObject>()
 
-/**
- * The Ed25519 key of a record's author, from its peer id. Every member's record arrives again
- * and again (each new version, from each peer); without V8's optimising compiler (the daemon
- * runs without it, see cmd/load-daemon.ts) decoding the base58 peer id, spelling it back for
- * the canonical check and importing the key cost 75 µs a record, more than half of the
- * signature check itself. Throws when the peer id is not a canonical Ed25519 one.
- */
+/** The Ed25519 key a peer id spells. Throws when it is not a canonical Ed25519 peer id. */
 function authorKey (peerIdText: string): KeyObject {
-  const held = authorKeys.get(peerIdText)
-  if (held !== undefined) return held
   const peerId = peerIdFromString(peerIdText)
   const publicKey = peerId.publicKey
   if (publicKey?.type !== 'Ed25519') throw new Error('not an Ed25519 peer id')
   // One key, one member: other spellings of the same peer id (CID forms) would be another entry.
   if (peerId.toString() !== peerIdText) throw new Error('not in canonical form')
   // as JWK: Node builds the key from the raw bytes (8 µs); DER goes through OpenSSL's decoders (100 µs)
-  const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey.raw).toString('base64url') }, format: 'jwk' })
-  // a member flooding made-up authors only evicts; the oldest entry goes first
+  return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey.raw).toString('base64url') }, format: 'jwk' })
+}
+
+/** Only after a valid signature: forged records never take a place; the oldest entry goes first. */
+function rememberAuthor (peerIdText: string, key: KeyObject): void {
   if (authorKeys.size >= MAX_AUTHOR_KEYS) authorKeys.delete(authorKeys.keys().next().value as string)
   authorKeys.set(peerIdText, key)
-  return key
 }
 
 function concat (a: Uint8Array, b: Uint8Array): Uint8Array {

@@ -44,6 +44,14 @@ describe('record envelopes', () => {
     expect((await openRecord(valid.envelope)).record.peerId).toBe(carol.peerId)
   })
 
+  it('judges an author first seen in a forgery like any other', async () => {
+    const dave = await makeNode('dave')
+    const forged = await signRecord(dave.record(), bob.key)
+    await expect(openRecord(forged.envelope)).rejects.toMatchObject({ reason: 'bad-signature' })
+    expect((await openRecord((await dave.sign()).envelope)).record.peerId).toBe(dave.peerId)
+    await expect(openRecord(forged.envelope)).rejects.toMatchObject({ reason: 'bad-signature' })
+  })
+
   it('rejects oversize, truncated and non-JSON envelopes', async () => {
     await expect(openRecord(new Uint8Array(MAX_ENVELOPE_BYTES + 1))).rejects.toMatchObject({ reason: 'oversize' })
     await expect(openRecord(new Uint8Array(10))).rejects.toMatchObject({ reason: 'malformed' })
