@@ -65,7 +65,7 @@ function rss (pid: number): { rssMiB: number, rssFileMiB: number } {
   return { rssMiB: mib('VmRSS'), rssFileMiB: mib('RssFile') }
 }
 
-const median = (v: number[]): number => {
+export const median = (v: number[]): number => {
   const s = [...v].sort((a, b) => a - b)
   const mid = Math.floor(s.length / 2)
   return s.length === 0 ? 0 : s.length % 2 === 1 ? s[mid] as number : ((s[mid - 1] as number) + (s[mid] as number)) / 2

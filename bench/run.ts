@@ -21,8 +21,8 @@ import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { formatTable, labPrerequisites, sweepStaleLabs } from '../test/e2e/lab.ts'
 import { benchJoin, measureConvergence, type ConvergenceResult, type Results as JoinResults } from './join.ts'
-import { measureStaticMesh, RESULTS_DIR, type StaticMeshResult } from './static-mesh.ts'
-import { measureIdle, measureRestart, type IdleResult, type RestartResult } from './daemons.ts'
+import { measureStaticMesh, RESULTS_DIR, stats, type StaticMeshResult } from './static-mesh.ts'
+import { measureIdle, measureRestart, median, type IdleResult, type RestartResult } from './daemons.ts'
 import { runControlPlane, type ControlPlaneResult } from './control-plane.ts'
 import { runIpamSim, type SimResult } from './ipam-sim.ts'
 import { renderChart } from './chart.ts'
@@ -150,14 +150,10 @@ interface Spread { median: number, min: number, max: number, n: number, failed: 
 /** median and range of the runs that finished (and how many did not); undefined for one run */
 export function spreadOf (values: Array<number | null> | undefined): Spread | undefined {
   if (values === undefined || values.length < 2) return undefined
-  const v = values.filter((x): x is number => x !== null).sort((a, b) => a - b)
-  if (v.length === 0) return undefined
-  const mid = Math.floor(v.length / 2)
-  const median = v.length % 2 === 1 ? v[mid] as number : Math.round(((v[mid - 1] as number) + (v[mid] as number)) / 2)
-  return { median, min: v[0] as number, max: v[v.length - 1] as number, n: values.length, failed: values.length - v.length }
+  const s = stats(values)
+  return s === null ? undefined : { median: s.medianMs, min: s.minMs, max: s.maxMs, n: values.length, failed: values.length - s.n }
 }
 const spreadText = (sp: Spread): string => `${sp.median} ms (${sp.min}–${sp.max}${sp.failed > 0 ? `; ${sp.failed} of ${sp.n} never got there` : ''})`
-const medianOf = (values: number[]): number => spreadOf(values)?.median ?? values[0] ?? 0
 /** a convergence size's figure: the median of its starts (or its one start) */
 export const convergenceMs = (c: Convergence): number | null => spreadOf(c.runs?.map(r => r.allHandshakesMs))?.median ?? c.allHandshakesMs
 /** a control-plane size's figure: the median of its runs (or its one run) */
@@ -189,7 +185,7 @@ export function rows (s: Summary): Row[] {
     if (c === undefined) continue
     const spread = spreadOf(c.runs?.map(r => r.allHandshakesMs))
     const cpus = (c.runs ?? [c]).flatMap(r => r.cpuSeconds === null ? [] : [r.cpuSeconds])
-    const cpu = cpus.length === 0 ? '' : `; CPU used${cpus.length > 1 ? ' (medians)' : ''}: daemons ${r2(medianOf(cpus.map(x => x.daemons)))} s, wireguard-go ${r2(medianOf(cpus.map(x => x.wireguardGo)))} s`
+    const cpu = cpus.length === 0 ? '' : `; CPU used${cpus.length > 1 ? ' (medians)' : ''}: daemons ${r2(median(cpus.map(x => x.daemons)))} s, wireguard-go ${r2(median(cpus.map(x => x.wireguardGo)))} s`
     out.push({
       figure: `all-pairs convergence, N=${n} (every pair handshaken${c.pairsAnswered === c.pairs ? ', all pairs then ping' : `; only ${c.pairsAnswered}/${c.pairs} pairs ping`}${spread === undefined ? '' : `; median of ${spread.n} starts, min–max`})`,
       ours: `${spread === undefined ? ms(c.allHandshakesMs) : spreadText(spread)}${cpu}`,

@@ -118,10 +118,10 @@ export async function openRecord (envelope: Uint8Array): Promise<SignedRecord> {
     throw new RecordError('malformed', `record field ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`)
   }
   const author = parsed.data.peerId
-  let key = authorKeys.get(author)
-  const held = key !== undefined
+  const cached = authorKeys.get(author)
+  let key: KeyObject
   try {
-    key ??= authorKey(author)
+    key = cached ?? authorKey(author)
   } catch {
     throw new RecordError('malformed', 'record peerId is not a canonical Ed25519 peer id')
   }
@@ -132,7 +132,7 @@ export async function openRecord (envelope: Uint8Array): Promise<SignedRecord> {
     // OpenSSL refuses some malformed signatures outright: as wrong as a mismatch
   }
   if (!valid) throw new RecordError('bad-signature', `signature does not match peer ${author}`)
-  if (!held) rememberAuthor(author, key)
+  if (cached === undefined) rememberAuthor(author, key)
   return { record: parsed.data, envelope: Uint8Array.from(envelope) }
 }
 
