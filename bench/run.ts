@@ -39,7 +39,8 @@ type ConvergenceRun = Pick<ConvergenceResult, 'allHandshakesMs' | 'cpuSeconds'>
 /** a convergence size: the first start's full result, and every start's figure (the first included) */
 type Convergence = ConvergenceResult & { runs?: ConvergenceRun[] }
 
-const REPEATS = Math.max(1, Number(process.env.BENCH_REPEATS ?? 3))
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 3)
+if (!Number.isInteger(REPEATS) || REPEATS < 1) throw new Error(`BENCH_REPEATS: a whole number of runs, 1 or more (got "${process.env.BENCH_REPEATS}")`)
 
 export interface Summary {
   machine: { cpus: number, node: string }
