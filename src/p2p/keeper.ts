@@ -20,8 +20,9 @@ import type { Logger } from '../log.ts'
 // these connections.
 // Ties: after a disconnect only the lower peer id redials at once; the higher one waits a
 // little longer and dials only if the connection has not come back by then.
-// A new member, learned while we are connected to somebody, is dialled after a few seconds
-// (see firstDialDelay): gossip already reaches us, and tunnels do not wait for these dials.
+// A new member, learned while we are connected to somebody, is dialled a few seconds after
+// membership has gone quiet (see queueFirstDial): gossip already reaches us, and tunnels do
+// not wait for these dials.
 // Strangers found on the LAN (mDNS) are dialled once; a stranger that fails (another mesh,
 // a stale announcement) is retried with a long backoff and logged at debug only. With the
 // DHT on, a member whose record brought no address, or whose addresses fail, is looked up
@@ -47,8 +48,10 @@ export interface KeeperOptions {
   /** how often connections neither side keeps are looked for, and how old they must be (tests) */
   pruneMs?: number
   pruneAfterMs?: number
-  /** a new member is dialled after about this long (±50 %) while we are connected to anybody (default SPREAD_DIALS_MS) */
+  /** while we are connected to anybody, new members are dialled once no new member has come for twice this long, then within this long (default SPREAD_DIALS_MS) */
   spreadDialsMs?: number
+  /** ... but no later than this after the first of them was learned (default FIRST_DIAL_MAX_WAIT_MS) */
+  firstDialMaxWaitMs?: number
   /** a stranger found on the LAN while we have a bootstrap or members is dialled after this (default STRANGER_GRACE_MS; connected: STRANGER_GRACE_CONNECTED times it) */
   strangerGraceMs?: number
 }
@@ -121,11 +124,17 @@ const LONELY_QUERY_MS = 10_000
 const PRUNE_AFTER_MS = 60_000
 const PRUNE_MS = 30_000
 /**
- * Dials to new members wait about this long while gossip reaches us. A 10-node fleet started
- * together on 2 cores: every pair handshaken after 8.4–9.9 s (14–16.5 CPU-s) with dials at
- * once, 5.7–5.9 s (8.8–9.3 CPU-s) with this (docs/benchmarks.md, round 7).
+ * Dials to new members wait while gossip reaches us. A 10-node fleet started together on 2
+ * cores: every pair handshaken after 8.4–9.9 s (14–16.5 CPU-s) with dials at once, 5.7–5.9 s
+ * (8.8–9.3 CPU-s) with a spread of this (docs/benchmarks.md, round 7). Since round 15 they also
+ * wait until membership has been quiet a while (QUIET_SPREADS): a fleet forming spent up to a
+ * third of its CPU on these dials while the records still spread through the bootstrap.
  */
 export const SPREAD_DIALS_MS = 4_000
+/** ... first dials wait until no new member has come for this many spreads (a fleet forming learns members in bursts up to ~2 s apart) */
+const QUIET_SPREADS = 2
+/** however long membership keeps changing (a 250-node fleet forms for minutes), first dials go out after this */
+export const FIRST_DIAL_MAX_WAIT_MS = 30_000
 /**
  * Member dials under way at once. A handshake takes milliseconds on an idle machine, so this
  * costs nothing there; on a starved one (250 daemons on 2 cores) every dial timed out, each
@@ -145,6 +154,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   const fullMeshUpTo = opts.fullMeshUpTo ?? FULL_MESH_UP_TO
   const keep = opts.keep ?? KEEP
   const spreadMs = opts.spreadDialsMs ?? SPREAD_DIALS_MS
+  const firstDialMaxWaitMs = opts.firstDialMaxWaitMs ?? FIRST_DIAL_MAX_WAIT_MS
   const strangerCap = opts.maxStrangerBackoffMs ?? 300_000
   const targets = new Map<string, TargetState>()
   const strangers = new Map<string, StrangerState>()
@@ -163,6 +173,11 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   let bootstrapFailures = 0
   let bootstrapTimer: NodeJS.Timeout | undefined
   let bootstrapGraceMs = BOOTSTRAP_SYNC_GRACE_MS
+  /** kept members never dialled yet, waiting for membership to go quiet (queueFirstDial) */
+  const firstDials = new Set<string>()
+  let firstDialTimer: NodeJS.Timeout | undefined
+  /** when the waiting first dials go out at the latest */
+  let firstDialDeadline = 0
 
   const backoff = (failures: number): number => {
     const delay = Math.min(cap, base * 2 ** Math.min(failures, 16))
@@ -226,8 +241,9 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       state.kept = kept
       if (!kept) {
         if (state.timer !== undefined) { clearTimeout(state.timer); state.timer = undefined }
+        firstDials.delete(peerId)
       } else if (!connected(peerId)) {
-        schedule(peerId, firstDialDelay(peerId))
+        queueFirstDial(peerId)
       }
     }
   }
@@ -236,15 +252,31 @@ export function createKeeper (opts: KeeperOptions): Keeper {
    * A member we are not connected to may not know us yet: dial it. At once while we are
    * connected to nobody (a restart, a lost bootstrap). Otherwise that connection already
    * brings us gossip, and WireGuard tunnels come from the records, not from these
-   * connections: wait a spread-out few seconds, so a fleet starting together, or a newcomer
-   * learning every member at once, spends its first seconds on WireGuard and the sync instead
-   * of on a storm of Noise handshakes. The higher peer id waits one spread longer: the lower
-   * one's dial usually lands first and ours is skipped (when both ends dial, libp2p keeps
-   * both connections, each with its own pings and gossipsub state for good).
+   * connections: wait until no new member has come for two spreads (at most firstDialMaxWaitMs),
+   * then dial within another spread. A newcomer learning every member at once thus spends its
+   * first seconds on WireGuard and the sync, and a fleet starting together on the records
+   * spreading, instead of on a storm of Noise handshakes. The higher peer id waits one spread
+   * longer: the lower one's dial usually lands first and ours is skipped (when both ends dial,
+   * libp2p keeps both connections, each with its own pings and gossipsub state for good).
    */
-  function firstDialDelay (peerId: string): number {
-    if (host.getConnections().length === 0) return 0
-    return spreadMs * (0.5 + Math.random()) + (opts.self < peerId ? 0 : spreadMs)
+  function queueFirstDial (peerId: string): void {
+    if (host.getConnections().length === 0) { schedule(peerId, 0); return }
+    if (firstDials.size === 0) firstDialDeadline = Date.now() + firstDialMaxWaitMs
+    firstDials.add(peerId)
+    if (firstDialTimer === undefined) waitForQuiet()
+  }
+
+  /** (re)starts the wait for a time without new members */
+  function waitForQuiet (): void {
+    if (firstDialTimer !== undefined) clearTimeout(firstDialTimer)
+    firstDialTimer = setTimeout(() => { releaseFirstDials(false) }, Math.max(0, Math.min(QUIET_SPREADS * spreadMs, firstDialDeadline - Date.now())))
+  }
+
+  function releaseFirstDials (now: boolean): void {
+    if (firstDialTimer !== undefined) clearTimeout(firstDialTimer)
+    firstDialTimer = undefined
+    for (const peerId of firstDials) schedule(peerId, now ? 0 : spreadMs * Math.random() + (opts.self < peerId ? 0 : spreadMs))
+    firstDials.clear()
   }
 
   /**
@@ -428,6 +460,8 @@ export function createKeeper (opts: KeeperOptions): Keeper {
     if (targets.size === 0 && bootstrapTimer === undefined && host.getConnections().length === 0) {
       bootstrapTimer = setTimeout(() => { void dialBootstrap() }, backoff(0))
     }
+    // our last connection is gone: members waiting for their first dial are all we have left
+    if (firstDials.size > 0 && host.getConnections().length === 0) releaseFirstDials(true)
     if (!targets.has(peerId)) return
     const first = backoff(0) + (opts.self < peerId ? 0 : TIE_YIELD_MS)
     schedule(peerId, first)
@@ -468,8 +502,10 @@ export function createKeeper (opts: KeeperOptions): Keeper {
         if (!next.has(peerId)) {
           if (state.timer !== undefined) clearTimeout(state.timer)
           targets.delete(peerId)
+          firstDials.delete(peerId)
         }
       }
+      let joined = false
       for (const [peerId, addrs] of next) {
         const state = targets.get(peerId)
         // called on every membership change: parse only addresses that changed
@@ -479,8 +515,11 @@ export function createKeeper (opts: KeeperOptions): Keeper {
         if (state !== undefined) { state.addrs = parsed; state.raw = raw; continue }
         forgetStranger(peerId)
         targets.set(peerId, { addrs: parsed, raw, failures: 0, dialing: false, everConnected: false, lookedUpAt: 0, score: pairRank(opts.self, peerId), kept: false })
+        joined = true
       }
       choose()
+      // membership is still changing (a fleet forming): the first dials wait on
+      if (joined && firstDialTimer !== undefined) waitForQuiet()
     },
     discovered,
     stop () {
@@ -489,6 +528,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
       for (const peerId of [...strangers.keys()]) forgetStranger(peerId)
       if (bootstrapTimer !== undefined) clearTimeout(bootstrapTimer)
       if (lanTimer !== undefined) clearTimeout(lanTimer)
+      if (firstDialTimer !== undefined) clearTimeout(firstDialTimer)
       clearInterval(pruneTimer)
       waitingDials.clear()
       for (const state of targets.values()) if (state.timer !== undefined) clearTimeout(state.timer)

@@ -160,12 +160,30 @@ describe('how many members the keeper keeps connected', () => {
     expect(new Set(large.dialled).size).toBeLessThanOrEqual(9)
   }, 20_000)
 
-  it('connected to somebody, a new member is dialled after a spread; the higher peer id waits one spread longer', async () => {
+  /** a host connected to somebody (a bootstrap) but to none of the members; `alone()` drops that connection */
+  async function connectedElsewhere (): Promise<{ host: Host, dialled: string[], alone: () => void }> {
     const { host, dialled } = await recordingHost(() => false)
     const self = host.peerId.toString()
-    // connected to somebody (a bootstrap), but not to the members
-    const elsewhere = { remotePeer: peerIdFromString(self), status: 'open' } as unknown as ReturnType<Host['getConnections']>[number]
-    host.getConnections = ((peer?: unknown) => peer === undefined ? [elsewhere] : []) as Host['getConnections']
+    let connections = [{ remotePeer: peerIdFromString(self), status: 'open' } as unknown as ReturnType<Host['getConnections']>[number]]
+    host.getConnections = ((peer?: unknown) => peer === undefined ? connections : []) as Host['getConnections']
+    const alone = (): void => {
+      connections = []
+      host.dispatchEvent(new CustomEvent('peer:disconnect', { detail: peerIdFromString(self) }))
+    }
+    return { host, dialled, alone }
+  }
+  /** when each peer was first dialled, ms after the call */
+  function dialTimes (dialled: string[]): Map<string, number> {
+    const t0 = Date.now()
+    const at = new Map<string, number>()
+    const record = setInterval(() => { for (const d of dialled) if (!at.has(d)) at.set(d, Date.now() - t0) }, 5)
+    cleanup.push(() => { clearInterval(record) })
+    return at
+  }
+
+  it('connected to somebody, new members are dialled once membership has been quiet for two spreads, within one more; the higher peer id waits one spread longer', async () => {
+    const { host, dialled } = await connectedElsewhere()
+    const self = host.peerId.toString()
     let lower: string | undefined
     let higher: string | undefined
     while (lower === undefined || higher === undefined) {
@@ -175,18 +193,61 @@ describe('how many members the keeper keeps connected', () => {
     }
     const keeper = createKeeper({ host, self, bootstrap: [], log: captureLog().log, spreadDialsMs: 400 })
     cleanup.push(() => keeper.stop())
-    const t0 = Date.now()
-    const at = new Map<string, number>()
-    const record = setInterval(() => { for (const d of dialled) if (!at.has(d)) at.set(d, Date.now() - t0) }, 5)
-    cleanup.push(() => { clearInterval(record) })
+    const at = dialTimes(dialled)
     keeper.setTargets(new Map([[lower, ['/ip4/127.0.0.1/tcp/9']], [higher, ['/ip4/127.0.0.1/tcp/10']]]))
-    await sleep(150)
+    await sleep(700)
     expect(dialled).toEqual([])
     await waitFor('both members to be dialled', () => at.has(lower!) && at.has(higher!), 5000)
-    // lower: 200–600 ms; higher: 600–1000 ms (plus timer slack)
-    expect(at.get(lower)).toBeGreaterThanOrEqual(190)
-    expect(at.get(lower)).toBeLessThan(800)
-    expect(at.get(higher)).toBeGreaterThanOrEqual(590)
+    // quiet for 800 ms, then lower: 800–1200 ms; higher: 1200–1600 ms (plus timer slack)
+    expect(at.get(lower)).toBeGreaterThanOrEqual(790)
+    expect(at.get(lower)).toBeLessThan(1400)
+    expect(at.get(higher)).toBeGreaterThanOrEqual(1190)
+  }, 20_000)
+
+  it('while new members keep coming (a fleet forming), first dials wait, for at most firstDialMaxWaitMs', async () => {
+    const { host, dialled } = await connectedElsewhere()
+    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, spreadDialsMs: 200 })
+    cleanup.push(() => keeper.stop())
+    // one more member every 150 ms for 1.5 s: never 400 ms without a new one
+    const all = await members(10)
+    const known = new Map<string, string[]>()
+    for (const [peerId, addrs] of all) {
+      known.set(peerId, addrs)
+      keeper.setTargets(new Map(known))
+      await sleep(150)
+      expect(dialled).toEqual([])
+    }
+    await waitFor('every member to be dialled', () => new Set(dialled).size === 10, 5000)
+
+    // membership that never goes quiet: the first dials go out at the cap all the same
+    const busy = await connectedElsewhere()
+    const capped = createKeeper({ host: busy.host, self: busy.host.peerId.toString(), bootstrap: [], log: captureLog().log, spreadDialsMs: 200, firstDialMaxWaitMs: 600 })
+    cleanup.push(() => capped.stop())
+    const at = dialTimes(busy.dialled)
+    const stream = await members(16)
+    const growing = new Map<string, string[]>()
+    for (const [peerId, addrs] of stream) {
+      growing.set(peerId, addrs)
+      capped.setTargets(new Map(growing))
+      await sleep(150)
+    }
+    // cap 600 ms, then within one spread (two for the higher id): long before the last of 16 members at ~2.4 s
+    const first = Math.min(...at.values())
+    expect(first).toBeGreaterThanOrEqual(590)
+    expect(first).toBeLessThan(1300)
+  }, 20_000)
+
+  it('losing the last connection sends the members waiting for their first dial at once', async () => {
+    const { host, dialled, alone } = await connectedElsewhere()
+    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, spreadDialsMs: 5000 })
+    cleanup.push(() => keeper.stop())
+    keeper.setTargets(await members(3))
+    await sleep(200)
+    expect(dialled).toEqual([])
+    const at = dialTimes(dialled)
+    alone()
+    await waitFor('the waiting members to be dialled', () => new Set(dialled).size === 3, 2000)
+    expect(Math.max(...at.values())).toBeLessThan(500)
   }, 20_000)
 
   it('members that keep failing get stand-ins and are still retried; when all fail, all are tried', async () => {
