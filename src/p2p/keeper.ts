@@ -48,7 +48,7 @@ export interface KeeperOptions {
   /** how often connections neither side keeps are looked for, and how old they must be (tests) */
   pruneMs?: number
   pruneAfterMs?: number
-  /** while we are connected to anybody, new members are dialled once no new member has come for twice this long, then within this long (default SPREAD_DIALS_MS) */
+  /** while we are connected to anybody, new members are dialled once no new member has come for this long, then within as long again (default SPREAD_DIALS_MS) */
   spreadDialsMs?: number
   /** ... but no later than this after the first of them was learned (default FIRST_DIAL_MAX_WAIT_MS) */
   firstDialMaxWaitMs?: number
@@ -127,12 +127,10 @@ const PRUNE_MS = 30_000
  * Dials to new members wait while gossip reaches us. A 10-node fleet started together on 2
  * cores: every pair handshaken after 8.4–9.9 s (14–16.5 CPU-s) with dials at once, 5.7–5.9 s
  * (8.8–9.3 CPU-s) with a spread of this (docs/benchmarks.md, round 7). Since round 15 they also
- * wait until membership has been quiet a while (QUIET_SPREADS): a fleet forming spent up to a
- * third of its CPU on these dials while the records still spread through the bootstrap.
+ * wait until membership has been quiet this long: a fleet forming spent up to a third of its
+ * CPU on these dials while the records still spread through the bootstrap.
  */
 export const SPREAD_DIALS_MS = 4_000
-/** ... first dials wait until no new member has come for this many spreads (a fleet forming learns members in bursts up to ~2 s apart) */
-const QUIET_SPREADS = 2
 /** however long membership keeps changing (a 250-node fleet forms for minutes), first dials go out after this */
 export const FIRST_DIAL_MAX_WAIT_MS = 30_000
 /**
@@ -252,7 +250,8 @@ export function createKeeper (opts: KeeperOptions): Keeper {
    * A member we are not connected to may not know us yet: dial it. At once while we are
    * connected to nobody (a restart, a lost bootstrap). Otherwise that connection already
    * brings us gossip, and WireGuard tunnels come from the records, not from these
-   * connections: wait until no new member has come for two spreads (at most firstDialMaxWaitMs),
+   * connections: wait until no new member has come for a spread (at most firstDialMaxWaitMs; a
+   * forming fleet learned members in bursts up to ~2 s apart, docs/benchmarks.md round 15),
    * then dial within another spread. A newcomer learning every member at once thus spends its
    * first seconds on WireGuard and the sync, and a fleet starting together on the records
    * spreading, instead of on a storm of Noise handshakes. The higher peer id waits one spread
@@ -269,7 +268,7 @@ export function createKeeper (opts: KeeperOptions): Keeper {
   /** (re)starts the wait for a time without new members */
   function waitForQuiet (): void {
     if (firstDialTimer !== undefined) clearTimeout(firstDialTimer)
-    firstDialTimer = setTimeout(() => { releaseFirstDials(false) }, Math.max(0, Math.min(QUIET_SPREADS * spreadMs, firstDialDeadline - Date.now())))
+    firstDialTimer = setTimeout(() => { releaseFirstDials(false) }, Math.max(0, Math.min(spreadMs, firstDialDeadline - Date.now())))
   }
 
   function releaseFirstDials (now: boolean): void {

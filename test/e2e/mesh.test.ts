@@ -84,7 +84,13 @@ describe.skipIf(skip)('core mesh (5 daemons, real WireGuard)', () => {
 
   it('answers status over the control socket, as JSON and as a table', async () => {
     const status = (...extra: string[]): string => execFileSync('ip', ['netns', 'exec', lab.node('n2').ns, process.execPath, DAEMON_BIN, 'status', '--state-dir', lab.node('n2').stateDir, ...extra], { encoding: 'utf8' })
-    const report = JSON.parse(status('--json')) as { self: { name: string }, members: Array<{ name: string, state: string, handshakeAgeSeconds: number | null, connected: boolean }> }
+    type Report = { self: { name: string }, members: Array<{ name: string, state: string, handshakeAgeSeconds: number | null, connected: boolean }> }
+    // tunnels come first; the libp2p connections to members follow once membership has been
+    // quiet for a few seconds (src/p2p/keeper.ts)
+    const report = await waitFor(() => {
+      const r = JSON.parse(status('--json')) as Report
+      return r.members.length === 4 && r.members.every(m => m.connected) ? r : undefined
+    }, { timeoutMs: 30_000, intervalMs: 500 })
     expect(report.self.name).toBe('n2')
     expect(report.members.map(m => m.name).sort()).toEqual(['n1', 'n3', 'n4', 'n5'])
     for (const m of report.members) {
