@@ -206,9 +206,9 @@ describe('how many members the keeper keeps connected', () => {
 
   it('while new members keep coming (a fleet forming), first dials wait, for at most firstDialMaxWaitMs', async () => {
     const { host, dialled } = await connectedElsewhere()
-    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, spreadDialsMs: 400 })
+    const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, spreadDialsMs: 1000 })
     cleanup.push(() => keeper.stop())
-    // one more member every 150 ms for 1.5 s: never 400 ms without a new one
+    // one more member every 150 ms for 1.5 s: never a second without a new one (slack for a loaded machine)
     const all = await members(10)
     const known = new Map<string, string[]>()
     for (const [peerId, addrs] of all) {
@@ -221,7 +221,7 @@ describe('how many members the keeper keeps connected', () => {
 
     // membership that never goes quiet: the first dials go out at the cap all the same
     const busy = await connectedElsewhere()
-    const capped = createKeeper({ host: busy.host, self: busy.host.peerId.toString(), bootstrap: [], log: captureLog().log, spreadDialsMs: 400, firstDialMaxWaitMs: 600 })
+    const capped = createKeeper({ host: busy.host, self: busy.host.peerId.toString(), bootstrap: [], log: captureLog().log, spreadDialsMs: 1000, firstDialMaxWaitMs: 600 })
     cleanup.push(() => capped.stop())
     const at = dialTimes(busy.dialled)
     const stream = await members(16)
@@ -231,10 +231,10 @@ describe('how many members the keeper keeps connected', () => {
       capped.setTargets(new Map(growing))
       await sleep(150)
     }
-    // cap 600 ms, then within one spread (two for the higher id): before the last of 16 members at ~2.4 s
+    // cap 600 ms, then a lower peer id within one spread: before the last of 16 members at ~2.4 s
     const first = Math.min(...at.values())
     expect(first).toBeGreaterThanOrEqual(590)
-    expect(first).toBeLessThan(1800)
+    expect(first).toBeLessThan(2300)
   }, 20_000)
 
   it('losing the last connection sends the members waiting for their first dial at once', async () => {
