@@ -181,6 +181,17 @@ describe('how many members the keeper keeps connected', () => {
     return at
   }
 
+  /** hands the keeper one more member every 150 ms, `count` in all (a fleet forming); `check` after each */
+  async function arriveOneByOne (keeper: Keeper, count: number, check: () => void = () => {}): Promise<void> {
+    const known = new Map<string, string[]>()
+    for (const [peerId, addrs] of await members(count)) {
+      known.set(peerId, addrs)
+      keeper.setTargets(new Map(known))
+      await sleep(150)
+      check()
+    }
+  }
+
   it('connected to somebody, new members are dialled once membership has been quiet for a spread, within one more; the higher peer id waits one spread longer', async () => {
     const { host, dialled } = await connectedElsewhere()
     const self = host.peerId.toString()
@@ -208,15 +219,8 @@ describe('how many members the keeper keeps connected', () => {
     const { host, dialled } = await connectedElsewhere()
     const keeper = createKeeper({ host, self: host.peerId.toString(), bootstrap: [], log: captureLog().log, spreadDialsMs: 1000 })
     cleanup.push(() => keeper.stop())
-    // one more member every 150 ms for 1.5 s: never a second without a new one (slack for a loaded machine)
-    const all = await members(10)
-    const known = new Map<string, string[]>()
-    for (const [peerId, addrs] of all) {
-      known.set(peerId, addrs)
-      keeper.setTargets(new Map(known))
-      await sleep(150)
-      expect(dialled).toEqual([])
-    }
+    // never a second without a new member (slack for a loaded machine)
+    await arriveOneByOne(keeper, 10, () => { expect(dialled).toEqual([]) })
     await waitFor('every member to be dialled', () => new Set(dialled).size === 10, 5000)
 
     // membership that never goes quiet: the first dials go out at the cap all the same
@@ -224,13 +228,7 @@ describe('how many members the keeper keeps connected', () => {
     const capped = createKeeper({ host: busy.host, self: busy.host.peerId.toString(), bootstrap: [], log: captureLog().log, spreadDialsMs: 1000, firstDialMaxWaitMs: 600 })
     cleanup.push(() => capped.stop())
     const at = dialTimes(busy.dialled)
-    const stream = await members(16)
-    const growing = new Map<string, string[]>()
-    for (const [peerId, addrs] of stream) {
-      growing.set(peerId, addrs)
-      capped.setTargets(new Map(growing))
-      await sleep(150)
-    }
+    await arriveOneByOne(capped, 16)
     // cap 600 ms, then a lower peer id within one spread: before the last of 16 members at ~2.4 s
     const first = Math.min(...at.values())
     expect(first).toBeGreaterThanOrEqual(590)
