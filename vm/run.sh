@@ -283,7 +283,8 @@ if [[ -n $reason ]]; then
 elif grep -aq 'Kernel panic' "$LOG" && grep -aq 'Oops: int3' "$LOG"; then
   # a trap on an int3 the kernel left while patching its own code (static keys, toggled by
   # e.g. every ping's SO_TIMESTAMP): multi-threaded TCG can run a stale copy of the patched
-  # code on the other vCPU. An emulator race, not a guest bug; test-kernel.sh retries once.
+  # code on the other vCPU. An emulator race, not a guest bug; a single vCPU (VM_CPUS=1, what
+  # test-kernel.sh uses) avoids it, and test-kernel.sh retries once.
   say "error: the guest kernel panicked on an int3 trap (TCG code-patching race, see above); qemu exit status $qemu_rc"
   exit 126
 elif grep -aq 'Kernel panic' "$LOG"; then
