@@ -64,9 +64,16 @@ class Worker {
   readonly started: Array<Extract<FromWorker, { type: 'started' }>> = []
   error: string | undefined
 
-  /** in the namespace `ns`: the daemons' mDNS multicast must not leave the bench's own network */
-  constructor (ns: string) {
-    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', ...PRELOAD, '--max-old-space-size=8192', ...PROF_ARGS, WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  /**
+   * In the namespace `ns`: the daemons' mDNS multicast must not leave the bench's own network.
+   * Their state goes under `dir` (the lab's), which the lab removes even when a stuck worker
+   * had to be killed before it could clean up.
+   */
+  constructor (ns: string, dir: string) {
+    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', ...PRELOAD, '--max-old-space-size=8192', ...PROF_ARGS, WORKER], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, BENCH_CP_WORKER_DIR: dir }
+    })
     this.child.on('message', (m: FromWorker) => {
       if (m.type === 'started') this.started.push(m)
       if (m.type === 'error') this.error = m.message
@@ -139,7 +146,7 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
   // lab's own bridge, where the daemons' mDNS goes (the lab cleans up, also on a signal).
   const lab: Lab = await createLab({ prefix: 'w2cp' })
   const { ns } = await lab.addNode('cp', { multicast: true })
-  const workers = Array.from({ length: count + 1 }, () => new Worker(ns))
+  const workers = Array.from({ length: count + 1 }, () => new Worker(ns, lab.dir))
   const res: ControlPlaneResult = {
     nodes: n, workers: count + 1, fullMembershipMs: null, nodesFull: 0, convergeCpuS: null, idleSeconds: idleS,
     idleBytesPerSecPerNode: null, idleCpuSPerMinPerNode: null, idleCoresUsed: null, rssMiBPerWorker: [], connectionsPerNode: null, oldestRecordS: null, loadavg: []

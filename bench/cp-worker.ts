@@ -52,7 +52,8 @@ const log = logLevel === undefined ? pino({ level: 'silent' }) : pino({ level: l
 const loggedNodes = process.env.BENCH_CP_LOG_NODES?.split(',').map(Number)
 const silent = pino({ level: 'silent' })
 const logFor = (index: number): typeof log => loggedNodes === undefined || loggedNodes.includes(index) ? log.child({ n: index }) : silent
-const dir = mkdtempSync(join(tmpdir(), 'w2cp-'))
+// under the bench's lab directory (control-plane.ts), removed with it also when this worker is killed
+const dir = mkdtempSync(join(process.env.BENCH_CP_WORKER_DIR ?? tmpdir(), 'w2cp-'))
 const daemons: Daemon[] = []
 const indices: number[] = []
 const fullAt: Array<number | null> = []
