@@ -239,6 +239,13 @@ export async function measureControlPlane (n: number, timeoutMs = Number(process
 
 const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits
 
+/** BENCH_REPEATS, or `fallback` when unset; anything but a whole number of at least 1 is refused */
+export function benchRepeats (fallback: number): number {
+  const repeats = Number(process.env.BENCH_REPEATS ?? fallback)
+  if (!Number.isInteger(repeats) || repeats < 1) throw new Error(`BENCH_REPEATS: a whole number of runs, 1 or more (got "${process.env.BENCH_REPEATS}")`)
+  return repeats
+}
+
 /** sizes repeated by runControlPlane (N=250 takes two minutes a run) */
 const REPEAT_UP_TO = 100
 
@@ -266,7 +273,7 @@ export async function runControlPlane (ns: number[], repeats = 1): Promise<Contr
 
 async function main (): Promise<void> {
   const ns = process.argv.slice(2).map(Number)
-  const results = await runControlPlane(ns.length > 0 ? ns : [50, 100, 250], Number(process.env.BENCH_REPEATS ?? 1))
+  const results = await runControlPlane(ns.length > 0 ? ns : [50, 100, 250], benchRepeats(1))
   const dir = resolve(import.meta.dirname, 'results')
   mkdirSync(dir, { recursive: true })
   writeFileSync(join(dir, 'control-plane.json'), `${JSON.stringify({ date: new Date().toISOString(), settleSeconds: SETTLE_S, results }, null, 2)}\n`)

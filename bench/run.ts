@@ -23,7 +23,7 @@ import { formatTable, labPrerequisites, sweepStaleLabs } from '../test/e2e/lab.t
 import { benchJoin, measureConvergence, type ConvergenceResult, type Results as JoinResults } from './join.ts'
 import { measureStaticMesh, RESULTS_DIR, stats, type StaticMeshResult } from './static-mesh.ts'
 import { measureIdle, measureRestart, median, type IdleResult, type RestartResult } from './daemons.ts'
-import { runControlPlane, type ControlPlaneResult } from './control-plane.ts'
+import { benchRepeats, runControlPlane, type ControlPlaneResult } from './control-plane.ts'
 import { runIpamSim, type SimResult } from './ipam-sim.ts'
 import { renderChart } from './chart.ts'
 
@@ -39,8 +39,7 @@ type ConvergenceRun = Pick<ConvergenceResult, 'allHandshakesMs' | 'cpuSeconds'>
 /** a convergence size: the first start's full result, and every start's figure (the first included) */
 type Convergence = ConvergenceResult & { runs?: ConvergenceRun[] }
 
-const REPEATS = Number(process.env.BENCH_REPEATS ?? 3)
-if (!Number.isInteger(REPEATS) || REPEATS < 1) throw new Error(`BENCH_REPEATS: a whole number of runs, 1 or more (got "${process.env.BENCH_REPEATS}")`)
+const REPEATS = benchRepeats(3)
 
 export interface Summary {
   machine: { cpus: number, node: string }
