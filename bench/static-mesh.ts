@@ -1,6 +1,9 @@
-// Lower bound with no control plane: N namespaces, keys generated and every peer
-// configured statically with `wg set`, wireguard-go started as the daemon starts it.
-// Timed: from the first `wireguard-go` start to every ordered pair having answered a ping.
+// Lower bound with no control plane: N namespaces, keys made beforehand, wireguard-go started
+// as the daemon starts it and every peer configured statically with `wg set`; then the
+// lower end of each pair starts its handshake. Timed: from the first node's setup to every
+// node listing a completed handshake with every other (the daemons' poller); every ordered
+// pair must then answer a ping. A second floor adds what any Node.js daemon pays first: each
+// node starts a bare `node -e 0` before its wireguard-go.
 // `tsx bench/static-mesh.ts [nodes]` prints it and writes bench/results/static-mesh.json;
 // bench/join.ts imports measureStaticMesh() to print it next to the daemon's figures.
 
@@ -17,12 +20,14 @@ export const RESULTS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), 'res
 export interface StaticMeshResult {
   nodes: number
   namespacesMs: number // creating the N namespaces, veths, addresses
-  setupMs: number // wireguard-go start + keys + wg set + addresses, all nodes in parallel
-  allPairsMs: number // from setup start until every ordered pair answered one ping
+  setupMs: number // wireguard-go start + wg set + addresses, all nodes in parallel, then the handshake starts
+  allPairsMs: number // from setup start until every ordered pair answered one ping (polled after the handshakes)
   /** from setup start until every node lists a completed handshake with every other */
   allHandshakesMs: number
   /** pre-provisioned join (only at the size the join benchmark uses) */
   join?: StaticJoinResult
+  /** the same mesh when each node first starts a bare Node process (`node -e 0`) */
+  withNodeStart?: { setupMs: number, allHandshakesMs: number }
 }
 
 /**
@@ -167,41 +172,62 @@ async function measureStaticJoin (lab: Lab, first: StaticMeshMember, rounds: num
   return { rounds: times, ...stats(times) as Stats }
 }
 
-export async function measureStaticMesh (n = 10, joinRounds = 0): Promise<StaticMeshResult> {
+/** Sets up the mesh in `lab`, starts every pair's handshake, and times it from the setup's start. */
+async function timeStaticMesh (lab: Lab, names: string[], beforeWireGuard?: (node: string) => Promise<void>): Promise<{ members: StaticMeshMember[], setupMs: number, allHandshakesMs: number, t0: number }> {
+  // statically configured: the keys exist before anything starts
+  const keys = new Map(await Promise.all(names.map(async name => [name, await makeWgKey(lab, name)] as const)))
+  const t0 = performance.now()
+  const members = await setupStaticMesh(lab, names, { handshake: 'start', beforeWireGuard, keys })
+  const setupMs = performance.now() - t0
+  const shaken = await pollHandshakes(lab, names, t0, 30_000)
+  const pairs = names.length * (names.length - 1)
+  if (shaken.size < pairs) throw new Error(`static mesh: only ${shaken.size}/${pairs} handshakes`)
+  return { members, setupMs: Math.round(setupMs), allHandshakesMs: Math.round(Math.max(...shaken.values())), t0 }
+}
+
+async function withNodes<T> (n: number, fn: (lab: Lab, names: string[], namespacesMs: number) => Promise<T>): Promise<T> {
   const lab = await createLab()
   try {
     const names = Array.from({ length: n }, (_, i) => `s${i + 1}`)
     const tNs = performance.now()
     for (const name of names) await lab.addNode(name)
-    const namespacesMs = performance.now() - tNs
-    const t0 = performance.now()
-    const members = await setupStaticMesh(lab, names)
-    const setupMs = performance.now() - t0
-    const v6 = new Map(members.map(m => [m.node, m.ipv6]))
-    const shaken = await pollHandshakes(lab, names, t0, 30_000)
-    const answered = await pollPairs(lab, names, node => v6.get(node), t0, 30_000)
-    const pairs = n * (n - 1)
-    if (answered.size < pairs) throw new Error(`static mesh: only ${answered.size}/${pairs} pairs answered`)
-    if (shaken.size < pairs) throw new Error(`static mesh: only ${shaken.size}/${pairs} handshakes`)
-    const first = members[0]
-    return {
-      nodes: n, namespacesMs: Math.round(namespacesMs), setupMs: Math.round(setupMs),
-      allPairsMs: Math.round(Math.max(...answered.values())), allHandshakesMs: Math.round(Math.max(...shaken.values())),
-      ...(joinRounds > 0 && first !== undefined ? { join: await measureStaticJoin(lab, first, joinRounds) } : {})
-    }
+    return await fn(lab, names, Math.round(performance.now() - tNs))
   } finally {
     await lab.destroy()
   }
+}
+
+export async function measureStaticMesh (n = 10, joinRounds = 0, opts: { nodeStart?: boolean } = {}): Promise<StaticMeshResult> {
+  const result = await withNodes(n, async (lab, names, namespacesMs) => {
+    const { members, setupMs, allHandshakesMs, t0 } = await timeStaticMesh(lab, names)
+    const v6 = new Map(members.map(m => [m.node, m.ipv6]))
+    const answered = await pollPairs(lab, names, node => v6.get(node), t0, 30_000)
+    const pairs = n * (n - 1)
+    if (answered.size < pairs) throw new Error(`static mesh: only ${answered.size}/${pairs} pairs answered`)
+    const first = members[0]
+    return {
+      nodes: n, namespacesMs, setupMs, allHandshakesMs, allPairsMs: Math.round(Math.max(...answered.values())),
+      ...(joinRounds > 0 && first !== undefined ? { join: await measureStaticJoin(lab, first, joinRounds) } : {})
+    }
+  })
+  if (opts.nodeStart !== true) return result
+  // Node's own start: the least a Node.js daemon does before it can set up its interface
+  const withNodeStart = await withNodes(n, async (lab, names) => {
+    const { setupMs, allHandshakesMs } = await timeStaticMesh(lab, names, async node => { await lab.execOk(node, [process.execPath, '-e', '0']) })
+    return { setupMs, allHandshakesMs }
+  })
+  return { ...result, withNodeStart }
 }
 
 async function main (): Promise<void> {
   const missing = labPrerequisites()
   if (missing.length > 0) throw new Error(`needs: ${missing.join(', ')}`)
   const n = Number(process.argv[2] ?? 10)
-  const r = await measureStaticMesh(n)
+  const r = await measureStaticMesh(n, 0, { nodeStart: true })
   console.log(formatTable([
-    ['static mesh', 'nodes', 'namespaces ms', 'setup ms', 'all pairs ms'],
-    ['wireguard-go + wg set', String(r.nodes), String(r.namespacesMs), String(r.setupMs), String(r.allPairsMs)]
+    ['static mesh', 'nodes', 'namespaces ms', 'setup ms', 'all handshakes ms', 'all pairs ping ms'],
+    ['wireguard-go + wg set', String(r.nodes), String(r.namespacesMs), String(r.setupMs), String(r.allHandshakesMs), String(r.allPairsMs)],
+    ['the same, each node first starting `node -e 0`', String(r.nodes), '', String(r.withNodeStart?.setupMs), String(r.withNodeStart?.allHandshakesMs), '']
   ]))
   mkdirSync(RESULTS_DIR, { recursive: true })
   writeFileSync(join(RESULTS_DIR, 'static-mesh.json'), `${JSON.stringify({ date: new Date().toISOString(), ...r }, null, 2)}\n`)

@@ -1141,18 +1141,31 @@ export interface StaticMeshMember {
 
 export interface StaticMeshOptions {
   port?: number
-  // Handshake every pair before returning (default true), from the lower to the higher
-  // index only. When both ends of a fresh pair send at once, WireGuard's two initiations
-  // cross, each side drops the other's response, and no session exists until the
-  // 5 s REKEY_TIMEOUT retry (seen here in about 1 of 12 fresh pairs).
-  handshake?: boolean
+  /**
+   * How every pair gets its first handshake once all nodes hold all peers, always from the
+   * lower to the higher index only: when both ends of a fresh pair send at once, WireGuard's
+   * two initiations cross, each side drops the other's response, and no session exists until
+   * the 5 s REKEY_TIMEOUT retry (seen here in about 1 of 12 fresh pairs).
+   * - 'ping' (default): ping each pair, return when all answered;
+   * - 'start': give the lower end a persistent keepalive, which WireGuard sends at once, and
+   *   return without waiting: one `wg` per node instead of one ping per pair, so a bench can
+   *   time the handshakes without a poller that loads the cores it measures;
+   * - 'none': no handshake.
+   */
+  handshake?: 'ping' | 'start' | 'none'
+  /** runs for each node before its wireguard-go starts (the bench: a bare Node start) */
+  beforeWireGuard?: (node: string) => Promise<void>
+  /** keys made beforehand (makeWgKey), by node; the others are made here */
+  keys?: ReadonlyMap<string, WgKeyFile>
 }
 
 export const STATIC_MESH_V4 = (index: number): string => `198.19.${Math.floor(index / 256)}.${index % 256}`
 export const STATIC_MESH_V6 = (index: number): string => `fd5c:6c61:6200::${index.toString(16)}`
 
 /** A WireGuard key for a static (daemon-less) node: its private key in a 0600 file in the node's dir. */
-export async function makeWgKey (lab: Lab, name: string): Promise<{ keyFile: string, publicKey: string }> {
+export interface WgKeyFile { keyFile: string, publicKey: string }
+
+export async function makeWgKey (lab: Lab, name: string): Promise<WgKeyFile> {
   const key = (await lab.execOk(name, ['wg', 'genkey'])).trim()
   const publicKey = (await lab.execOk(name, ['wg', 'pubkey'], { input: `${key}\n` })).trim()
   const keyFile = join(lab.node(name).dir, 'wg.key')
@@ -1164,7 +1177,8 @@ export async function setupStaticMesh (lab: Lab, names: string[], opts: StaticMe
   const port = opts.port ?? 51820
   const members = await Promise.all(names.map(async name => {
     const n = lab.node(name)
-    const { keyFile, publicKey } = await makeWgKey(lab, name)
+    const { keyFile, publicKey } = opts.keys?.get(name) ?? await makeWgKey(lab, name)
+    await opts.beforeWireGuard?.(name)
     await lab.execOk(name, ['wireguard-go', n.wgIf])
     await lab.execOk(name, ['wg', 'set', n.wgIf, 'private-key', keyFile, 'listen-port', String(port)])
     const ipv4 = STATIC_MESH_V4(n.index)
@@ -1180,7 +1194,13 @@ export async function setupStaticMesh (lab: Lab, names: string[], opts: StaticMe
     ])
     await lab.execOk(self.node, ['wg', 'set', self.ifname, ...peerArgs])
   }))
-  if (opts.handshake !== false) {
+  const handshake = opts.handshake ?? 'ping'
+  if (handshake === 'start') {
+    await Promise.all(members.slice(0, -1).map(async (self, i) => {
+      const higher = members.slice(i + 1).flatMap(m => ['peer', m.publicKey, 'persistent-keepalive', '25'])
+      await lab.execOk(self.node, ['wg', 'set', self.ifname, ...higher])
+    }))
+  } else if (handshake === 'ping') {
     const pairs = members.flatMap((a, i) => members.slice(i + 1).map(b => ({ a, b })))
     await mapBounded(pairs, 16, async ({ a, b }) => {
       const ok = await waitFor(() => lab.ping(a.node, b.ipv6, { timeoutMs: 2000 }), { timeoutMs: 20_000, intervalMs: 0 })

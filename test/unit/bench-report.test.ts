@@ -39,6 +39,17 @@ describe('benchmark report', () => {
     expect(cp?.ours).toMatch(/^10000 ms \(8000–12000; 1 of 3 never got there\); 160 B\/s/)
   })
 
+  it('gives the static floor, and beside it the floor with a Node start per node when measured', () => {
+    const c = convergence([1900])
+    const st = (withNodeStart?: { setupMs: number, allHandshakesMs: number }): Summary['staticMesh'][string] =>
+      ({ allHandshakesMs: 250, ...(withNodeStart === undefined ? {} : { withNodeStart }) }) as Summary['staticMesh'][string]
+    const [plain] = rows({ machine: { cpus: 2, node: 'v20' }, convergence: { 10: c }, staticMesh: { 10: st() }, errors: [] })
+    expect(plain?.floor).toBe('250 ms')
+    const [withNode] = rows({ machine: { cpus: 2, node: 'v20' }, convergence: { 10: c }, staticMesh: { 10: st({ setupMs: 600, allHandshakesMs: 640 }) }, errors: [] })
+    expect(withNode?.floor).toBe('250 ms; 640 ms with a bare Node start per node')
+    expect(withNode?.ratio).toBe('7.6×')
+  })
+
   it('keeps the one-run form for results without repeats', () => {
     const c = convergence([2500])
     delete c.runs
