@@ -15,6 +15,7 @@
 // simultaneous starts per convergence size, and runs of the control plane up to N=100; the
 // figure is their median, as single runs of one code spread widely).
 
+import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -32,7 +33,8 @@ const SUMMARY = join(RESULTS_DIR, 'summary.json')
 const PARTS = ['join', 'conv10', 'conv25', 'idle', 'restart', 'static', 'cp', 'ipam'] as const
 type Part = typeof PARTS[number]
 
-interface Stamp { date: string, loadavg: number[] }
+/** when a part ran: date, load, and the machine's speed then (nodeStartCpuMs) */
+interface Stamp { date: string, loadavg: number[], nodeStartCpuMs?: number }
 type Stamped<T> = T & Stamp
 /** one simultaneous start: its figure and CPU */
 type ConvergenceRun = Pick<ConvergenceResult, 'allHandshakesMs' | 'cpuSeconds'>
@@ -53,7 +55,20 @@ export interface Summary {
   errors: string[]
 }
 
-const stamp = (): Stamp => ({ date: new Date().toISOString(), loadavg: loadavg().map(x => Math.round(x * 100) / 100) })
+let nodeStartCpu: number | undefined // measured once per suite run
+const stamp = (): Stamp => ({
+  date: new Date().toISOString(), loadavg: loadavg().map(x => Math.round(x * 100) / 100), ...(nodeStartCpu === undefined ? {} : { nodeStartCpuMs: nodeStartCpu })
+})
+
+/**
+ * The machine's speed on the day: the CPU of a bare Node start (ms, its own count just before
+ * it exits), median of `runs`. The same code's figures moved by a third between days here (the
+ * shared machine, not the load average), and this says by how much.
+ */
+export function nodeStartCpuMs (runs = 15): number {
+  return Math.round(median(Array.from({ length: runs }, () => Number(execFileSync(process.execPath,
+    ['-e', 'const u = process.cpuUsage(); process.stdout.write(String((u.user + u.system) / 1000))'], { encoding: 'utf8' })))))
+}
 const progress = (msg: string): void => { console.log(`[bench] ${msg}`) }
 
 function loadSummary (): Summary {
@@ -69,6 +84,10 @@ function loadSummary (): Summary {
 
 export async function runSuite (parts: Set<Part>): Promise<Summary> {
   const s = loadSummary()
+  if (parts.size > 0) {
+    nodeStartCpu = nodeStartCpuMs()
+    progress(`machine speed: a bare Node start takes ${nodeStartCpu} ms of CPU (median of 15)`)
+  }
   const real = [...parts].some(p => p !== 'cp' && p !== 'ipam')
   if (real) {
     const missing = labPrerequisites()
@@ -256,6 +275,13 @@ export function convergenceChart (s: Summary): string {
   })
 }
 
+/** the machine speed(s) the parts were measured at, from their stamps */
+export function speedText (s: Summary): string {
+  const parts: Array<Stamp | undefined> = [s.join, s.idle, s.restart, s.controlPlane, s.ipam, ...Object.values(s.convergence), ...Object.values(s.staticMesh)]
+  const speeds = [...new Set(parts.flatMap(p => p?.nodeStartCpuMs === undefined ? [] : [p.nodeStartCpuMs]))].sort((a, b) => a - b)
+  return speeds.length === 0 ? '' : `; a bare Node start took ${speeds.join(', ')} ms of CPU when the figures were taken (\`node -e 0\`, median of 15; the same code's figures move with it)`
+}
+
 /** Replace the generated block of docs/benchmarks.md (between the markers) with the table. */
 function updateDocs (s: Summary): void {
   const file = join(DOCS, 'benchmarks.md')
@@ -266,7 +292,7 @@ function updateDocs (s: Summary): void {
   const a = text.indexOf(start)
   const b = text.indexOf(end)
   if (a < 0 || b < a) return
-  const block = `${start}\n${markdownTable(s)}\n\nMachine: ${s.machine.cpus} CPUs, Node ${s.machine.node}. Load is the 1-minute load average when the figure was taken (other work shared the machine: figures are upper bounds).\n${end}`
+  const block = `${start}\n${markdownTable(s)}\n\nMachine: ${s.machine.cpus} CPUs, Node ${s.machine.node}${speedText(s)}. Load is the 1-minute load average when the figure was taken (other work shared the machine: figures are upper bounds).\n${end}`
   writeFileSync(file, text.slice(0, a) + block + text.slice(b + end.length))
 }
 

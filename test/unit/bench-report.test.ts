@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { convergenceMs, rows, spreadOf, type Summary } from '../../bench/run.ts'
+import { convergenceMs, nodeStartCpuMs, rows, speedText, spreadOf, type Summary } from '../../bench/run.ts'
 import type { ControlPlaneResult } from '../../bench/control-plane.ts'
 
 const stamp = { date: '2026-12-07T00:00:00.000Z', loadavg: [0.5, 0.5, 0.5] }
@@ -48,6 +48,22 @@ describe('benchmark report', () => {
     const [withNode] = rows({ machine: { cpus: 2, node: 'v20' }, convergence: { 10: c }, staticMesh: { 10: st({ setupMs: 600, allHandshakesMs: 640 }) }, errors: [] })
     expect(withNode?.floor).toBe('250 ms; 640 ms with a bare Node start per node')
     expect(withNode?.ratio).toBe('7.6×')
+  })
+
+  it('names the machine speed each part was measured at, once per distinct value', () => {
+    const at = (nodeStartCpuMs?: number): Summary['convergence'][string] => ({ ...convergence([1900]), ...(nodeStartCpuMs === undefined ? {} : { nodeStartCpuMs }) })
+    const base: Summary = { machine: { cpus: 2, node: 'v20' }, convergence: {}, staticMesh: {}, errors: [] }
+    expect(speedText(base)).toBe('')
+    expect(speedText({ ...base, convergence: { 10: at() } })).toBe('')
+    expect(speedText({ ...base, convergence: { 10: at(72), 25: at(66) }, ipam: { results: [], ...stamp, nodeStartCpuMs: 72 } }))
+      .toMatch(/^; a bare Node start took 66, 72 ms of CPU /)
+  })
+
+  it('measures a bare Node start as a CPU time of some milliseconds', () => {
+    const ms = nodeStartCpuMs(3)
+    expect(Number.isInteger(ms)).toBe(true)
+    expect(ms).toBeGreaterThan(5)
+    expect(ms).toBeLessThan(5000)
   })
 
   it('keeps the one-run form for results without repeats', () => {
